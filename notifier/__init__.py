@@ -1,0 +1,36 @@
+"""notifier: thread-isolated, fire-and-forget task notifications over Redis pub/sub.
+
+One notifier thread per process owns its own event loop and Redis connection; callers on any
+thread, or inside any event loop, hand events over without blocking.
+"""
+
+from notifier.config import NotifierConfig, load_config
+from notifier.default import (
+    configure,
+    flush,
+    get_notifier,
+    publish,
+    publish_completed,
+    publish_failed,
+    publish_progress,
+    shutdown,
+)
+from notifier.exceptions import ConfigError, InvalidEvent, NotifierError
+from notifier.publisher import Notifier
+
+__all__ = [
+    "ConfigError",
+    "InvalidEvent",
+    "Notifier",
+    "NotifierConfig",
+    "NotifierError",
+    "configure",
+    "flush",
+    "get_notifier",
+    "load_config",
+    "publish",
+    "publish_completed",
+    "publish_failed",
+    "publish_progress",
+    "shutdown",
+]

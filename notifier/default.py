@@ -1,0 +1,100 @@
+"""The process-wide default notifier: created lazily, replaced in a forked child, drained at exit.
+
+``notifier.publish_failed(...)`` and friends go through here, so that application code needs no
+handle to pass around. In a forked child (a Celery prefork worker) the first call creates a fresh
+notifier from the same configuration; the parent's thread, queue and connection are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from notifier.config import NotifierConfig, load_config
+from notifier.publisher import Notifier
+
+_lock = threading.Lock()
+_config: NotifierConfig | None = None
+_notifier: Notifier | None = None
+_pid = os.getpid()
+
+
+def configure(source: str | os.PathLike[str] | NotifierConfig | None = None) -> NotifierConfig:
+    """Set the default notifier's configuration: a path, a NotifierConfig, or None for the
+    default lookup (``$NOTIFIER_CONFIG``, ``./config.toml``, built-in defaults).
+
+    A config error raises here, before anything starts. A default notifier already running is
+    drained and closed; the next publish starts one with the new configuration.
+    """
+    global _config, _notifier
+    config = source if isinstance(source, NotifierConfig) else load_config(source)
+    with _lock:
+        old, _notifier = _owned_notifier(), None
+        _config = config
+    if old is not None:
+        old.close()
+    return config
+
+
+def get_notifier() -> Notifier:
+    """The default notifier of this process, created (not yet started) on first use."""
+    global _notifier, _config
+    notifier = _owned_notifier()
+    if notifier is not None:
+        return notifier
+    with _lock:
+        notifier = _owned_notifier()
+        if notifier is None:
+            if _config is None:
+                _config = load_config(None)
+            notifier = _notifier = Notifier(_config)
+        return notifier
+
+
+def _owned_notifier() -> Notifier | None:
+    """The default notifier if it belongs to this process (a pid check besides the fork hook)."""
+    if _pid != os.getpid():
+        _forget_after_fork()
+    return _notifier
+
+
+def _forget_after_fork() -> None:
+    global _notifier, _pid, _lock
+    _lock = threading.Lock()  # the parent may have held it at fork time
+    _notifier, _pid = None, os.getpid()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def publish(task_id: str, event_type: str, data: Any = None) -> bool:
+    return get_notifier().publish(task_id, event_type, data)
+
+
+def publish_failed(task_id: str, error: object, **extra: Any) -> bool:
+    return get_notifier().publish_failed(task_id, error, **extra)
+
+
+def publish_progress(
+    task_id: str, progress: float, message: str | None = None, **extra: Any
+) -> bool:
+    return get_notifier().publish_progress(task_id, progress, message, **extra)
+
+
+def publish_completed(task_id: str, result: Any = None, **extra: Any) -> bool:
+    return get_notifier().publish_completed(task_id, result, **extra)
+
+
+def flush(timeout: float = 5.0) -> bool:
+    notifier = _owned_notifier()
+    return True if notifier is None else notifier.flush(timeout)
+
+
+def shutdown(timeout: float | None = None) -> None:
+    """Drain and close the default notifier; the next publish creates a new one."""
+    global _notifier
+    with _lock:
+        notifier, _notifier = _owned_notifier(), None
+    if notifier is not None:
+        notifier.close(timeout)

@@ -1,0 +1,119 @@
+"""Accounting for every event a notifier was handed.
+
+One lock guards the counters *and* the hand-over to the queue (the publisher holds it around
+``put_nowait``, the notifier thread around ``task_done``), so that at any moment::
+
+    accepted == published + pending + dropped after acceptance
+
+where ``pending`` is the queue's count of unfinished items: queued, or taken by the notifier thread
+and not yet settled. Calls that returned False are counted in ``rejected`` and in ``dropped`` too.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+# Reasons for an event refused at the call site (the publish call returned False).
+QUEUE_FULL = "queue_full"
+CLOSED = "closed"
+# Reasons for an event accepted and later given up.
+EVICTED = "evicted"  # pushed out of a full queue by a newer event (overflow = "drop_oldest")
+SHUTDOWN = "shutdown"  # still undelivered when close() ran out of time
+REDIS_ERROR = "redis_error"  # Redis answered the command with an error
+CRASHED = "crashed"  # the notifier thread died of a bug; logged as notifier_thread_crashed
+
+DROP_REPORT_INTERVAL = 10.0
+
+
+class Ledger:
+    """Counters shared by callers and the notifier thread; every write happens under ``lock``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._settled = threading.Condition(self.lock)
+        self._flush_waiters = 0
+        self.accepted = 0
+        self.published = 0
+        self.rejected = 0
+        self.lost = 0  # accepted, then dropped
+        self.resent = 0  # events sent again after a connection broke mid-batch
+        self.dropped_by_reason: Counter[str] = Counter()
+        # Written only by the notifier thread; single attribute stores, read without the lock.
+        self.connected = False
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self.last_publish_at: float | None = None
+        # Rate limit for the notification_dropped warning.
+        self._unreported: Counter[str] = Counter()
+        self._last_report = -math.inf
+
+    # Called with ``lock`` held -------------------------------------------------------------
+
+    def reject(self, reason: str) -> dict[str, int] | None:
+        """Count a refused event. Returns the drops to log, at most once per interval."""
+        self.rejected += 1
+        return self._drop(reason, 1)
+
+    def lose(self, reason: str, count: int = 1) -> dict[str, int] | None:
+        """Count accepted events that will never be published."""
+        self.lost += count
+        return self._drop(reason, count)
+
+    def settle(self, published: int, failed: int = 0) -> None:
+        """The notifier thread finished a batch: wake flush() callers."""
+        self.published += published
+        if failed:
+            self.lost += failed
+            self.dropped_by_reason[REDIS_ERROR] += failed
+        self.last_publish_at = time.time() if published else self.last_publish_at
+        if self._flush_waiters:
+            self._settled.notify_all()
+
+    def _drop(self, reason: str, count: int) -> dict[str, int] | None:
+        self.dropped_by_reason[reason] += count
+        self._unreported[reason] += count
+        now = time.monotonic()
+        if now - self._last_report < DROP_REPORT_INTERVAL:
+            return None
+        self._last_report = now
+        report = dict(self._unreported)
+        self._unreported.clear()
+        return report
+
+    # Called without the lock ---------------------------------------------------------------
+
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait until every event accepted before the call is published or dropped."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self.lock:
+            target = self.accepted
+            self._flush_waiters += 1
+            try:
+                while self.published + self.lost < target:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._settled.wait(remaining)
+                return True
+            finally:
+                self._flush_waiters -= 1
+
+    def snapshot(self, pending: int) -> dict[str, Any]:
+        """The counters as a dict; call with ``lock`` held so that they agree with ``pending``."""
+        return {
+            "accepted": self.accepted,
+            "published": self.published,
+            "pending": pending,
+            "dropped": self.rejected + self.lost,
+            "dropped_by_reason": dict(self.dropped_by_reason),
+            "rejected": self.rejected,
+            "resent": self.resent,
+            "connected": self.connected,
+            "reconnects": self.reconnects,
+            "last_error": self.last_error,
+            "last_publish_at": self.last_publish_at,
+        }

@@ -1,0 +1,28 @@
+"""The notifier's logger. The library never configures structlog; the application does.
+
+``[logging] level`` filters the notifier's own events before they reach the application's
+processors, so a chatty level here never changes how the application's other loggers behave.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import structlog
+from structlog.typing import FilteringBoundLogger
+
+
+def get_logger(level: str) -> FilteringBoundLogger:
+    logger: FilteringBoundLogger = structlog.wrap_logger(
+        None,
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory_args=("notifier",),
+    )
+    return logger
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` replaced by ``***``: for error text we did not write ourselves."""
+    return text.replace(secret, "***") if secret else text

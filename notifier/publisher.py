@@ -1,0 +1,285 @@
+"""The caller's side: validate and encode on the calling thread, hand over without blocking.
+
+A publish call never awaits anything and never raises for transport reasons. It returns True when
+the event is in the queue and False when it was dropped (queue full, notifier closed); every drop is
+counted by reason in ``stats()``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Self
+
+import janus
+
+from notifier.config import NotifierConfig, default_config
+from notifier.events import check_event_type, check_task_id, encode_event, encode_failure
+from notifier.exceptions import InvalidEvent, NotifierError
+from notifier.ledger import CLOSED, EVICTED, QUEUE_FULL, Ledger
+from notifier.logs import get_logger
+from notifier.sender import Item, Sender
+
+START_TIMEOUT = 5.0  # creating a loop and a queue in a new thread takes milliseconds
+FORCE_STOP_GRACE = 0.4  # after close()'s deadline, how long the thread gets to count and close
+
+_NEW, _RUNNING, _CLOSED = "new", "running", "closed"
+
+# What a forked child inherited from its parent's notifier threads. The child must never touch
+# these (their locks may be held, their sockets are the parent's) nor let them be collected
+# (finalizers would close the parent's loop and sockets), so they are parked here for good.
+_inherited_from_parent: list[object] = []
+_live: weakref.WeakSet[Notifier] = weakref.WeakSet()
+
+
+class Notifier:
+    """A notifier thread with its own event loop and Redis connection, and the API to feed it.
+
+    Nothing starts until :meth:`start` or the first publish. Safe to call from any thread and from
+    code running inside any event loop.
+    """
+
+    def __init__(self, config: NotifierConfig | None = None) -> None:
+        self.config = config if config is not None else default_config()
+        self._log = get_logger(self.config.logging.level)
+        self._overflow_oldest = self.config.queue.overflow == "drop_oldest"
+        self._max_bytes = self.config.queue.max_event_bytes
+        self._reset()
+        _live.add(self)
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._state = _NEW
+        self._lifecycle = threading.Lock()
+        self._ledger = Ledger()
+        self._sender: Sender | None = None
+        self._thread: threading.Thread | None = None
+        self._queue: janus.SyncQueue[Item] | None = None
+
+    # Lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the notifier thread. Idempotent; returns as soon as the thread is ready to accept
+        events (the Redis connection is made in the background)."""
+        with self._lifecycle:
+            if self._state == _RUNNING:
+                return
+            if self._state == _CLOSED:
+                raise NotifierError("this notifier is closed; create a new one")
+            sender = Sender(self.config, self._ledger, self._log)
+            thread = threading.Thread(target=sender.run, name="notifier", daemon=True)
+            thread.start()
+            if not sender.ready.wait(START_TIMEOUT) or sender.queue is None:
+                raise NotifierError(f"the notifier thread did not start within {START_TIMEOUT}s")
+            self._sender, self._thread, self._queue = sender, thread, sender.queue.sync_q
+            self._state = _RUNNING
+
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver what is queued for up to ``timeout`` seconds (default: shutdown.drain_timeout),
+        then stop. What is still undelivered is counted as dropped with reason ``shutdown``.
+        Idempotent."""
+        if timeout is None:
+            timeout = self.config.shutdown.drain_timeout
+        self._finish_close(self._begin_close(), time.monotonic() + max(0.0, timeout))
+
+    def _begin_close(self) -> tuple[Sender, threading.Thread] | None:
+        """Refuse new events and tell the thread to drain; the running parts, if any."""
+        with self._lifecycle:
+            if self._pid != os.getpid():
+                self._after_fork_in_child()
+            state, self._state = self._state, _CLOSED
+            sender, thread = self._sender, self._thread
+        if state != _RUNNING or sender is None or thread is None:
+            return None
+        sender.request_stop()
+        return sender, thread
+
+    def _finish_close(
+        self, running: tuple[Sender, threading.Thread] | None, deadline: float
+    ) -> None:
+        """Wait for the drain until ``deadline``, then cut it short."""
+        if running is None:
+            return
+        sender, thread = running
+        if thread is threading.current_thread():
+            return  # called from a log processor on the notifier thread: it stops by itself
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            sender.force_stop()
+            thread.join(FORCE_STOP_GRACE)
+        if thread.is_alive():
+            self._log.warning("notifier_close_timed_out", pending=self.stats()["pending"])
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait up to ``timeout`` seconds; True when nothing accepted so far is still pending."""
+        if self._pid != os.getpid():
+            return True  # a forked child has accepted nothing yet
+        return self._ledger.wait_settled(timeout)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # Publishing -----------------------------------------------------------------------------
+
+    def publish(self, task_id: str, event_type: str, data: Mapping[str, Any] | None = None) -> bool:
+        """Queue one event. True when accepted, False when dropped; InvalidEvent for bad input."""
+        payload = encode_event(
+            check_task_id(task_id),
+            check_event_type(event_type),
+            {} if data is None else data,
+            self._max_bytes,
+        )
+        return self._offer((task_id, payload))
+
+    def publish_failed(self, task_id: str, error: object, **extra: Any) -> bool:
+        """Queue a ``failed`` event; safe in any ``except`` block: no ``error`` makes it raise."""
+        if "error_type" in extra:
+            raise InvalidEvent("extra fields must not override error_type")
+        payload = encode_failure(check_task_id(task_id), error, extra, self._max_bytes)
+        return self._offer((task_id, payload))
+
+    def publish_progress(
+        self, task_id: str, progress: float, message: str | None = None, **extra: Any
+    ) -> bool:
+        """Queue a ``progress`` event; ``progress`` is a finite number (by convention a percent)."""
+        if isinstance(progress, bool) or not isinstance(progress, int | float):
+            raise InvalidEvent(f"progress must be a number, got {type(progress).__name__}")
+        if message is not None and not isinstance(message, str):
+            raise InvalidEvent(f"message must be a str or None, got {type(message).__name__}")
+        return self.publish(
+            task_id, "progress", {**extra, "progress": progress, "message": message}
+        )
+
+    def publish_completed(self, task_id: str, result: Any = None, **extra: Any) -> bool:
+        """Queue a ``completed`` event carrying ``result`` (any JSON value)."""
+        return self.publish(task_id, "completed", {**extra, "result": result})
+
+    def _offer(self, item: Item) -> bool:
+        queue = self._queue
+        if queue is None or self._pid != os.getpid():
+            queue = self._start_lazily()
+            if queue is None:
+                return self._reject(CLOSED)
+        ledger = self._ledger
+        with ledger.lock:
+            try:
+                queue.put_nowait(item)
+            except janus.SyncQueueShutDown:
+                report, accepted = ledger.reject(CLOSED), False
+            except janus.SyncQueueFull:
+                if self._overflow_oldest:
+                    report = self._evict_oldest(queue, ledger)
+                    queue.put_nowait(item)  # room is certain: every put holds ledger.lock
+                    ledger.accepted += 1
+                    accepted = True
+                else:
+                    report, accepted = ledger.reject(QUEUE_FULL), False
+            else:
+                ledger.accepted += 1
+                return True
+        if report is not None:
+            self._log.warning("notification_dropped", dropped_by_reason=report)
+        return accepted
+
+    @staticmethod
+    def _evict_oldest(queue: janus.SyncQueue[Item], ledger: Ledger) -> dict[str, int] | None:
+        """Make room for one event by dropping the oldest queued one. Called with ledger.lock."""
+        try:
+            queue.get_nowait()
+        except janus.SyncQueueEmpty:
+            return None  # the notifier thread just took a batch; there is room now
+        queue.task_done()
+        return ledger.lose(EVICTED)
+
+    def _start_lazily(self) -> janus.SyncQueue[Item] | None:
+        """The queue to put into, starting the thread if need be; None when closed."""
+        if self._pid != os.getpid():
+            with self._lifecycle:
+                if self._pid != os.getpid():
+                    self._after_fork_in_child()
+        if self._state == _CLOSED:
+            return None
+        try:
+            self.start()
+        except (NotifierError, RuntimeError) as exc:  # RuntimeError: interpreter shutting down
+            self._log.error("notifier_start_failed", error=str(exc))
+            return None
+        return self._queue
+
+    def _reject(self, reason: str) -> bool:
+        with self._ledger.lock:
+            report = self._ledger.reject(reason)
+        if report is not None:
+            self._log.warning("notification_dropped", dropped_by_reason=report)
+        return False
+
+    # Introspection --------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters; ``accepted == published + pending + drops after acceptance`` at any moment."""
+        ledger = self._ledger
+        with ledger.lock:
+            pending = self._queue.unfinished_tasks if self._queue is not None else 0
+            stats = ledger.snapshot(pending)
+            stats["queue_size"] = self._queue.qsize() if self._queue is not None else 0
+        stats["queue_capacity"] = self.config.queue.maxsize
+        stats["thread_alive"] = self._thread is not None and self._thread.is_alive()
+        stats["pid"] = self._pid
+        return stats
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        return (
+            f"<Notifier {self._state} url={self.config.redis.safe_url!r} "
+            f"published={s['published']} pending={s['pending']} dropped={s['dropped']} "
+            f"connected={s['connected']}>"
+        )
+
+    # Fork safety ----------------------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        """Forget the parent's thread, queue and connection; start afresh on the next publish.
+
+        The parent's queued events stay the parent's: the child never sends them again.
+        """
+        _inherited_from_parent.append((self._sender, self._thread, self._queue))
+        closed = self._state == _CLOSED
+        self._reset()
+        if closed:
+            self._state = _CLOSED
+
+
+def _after_fork_in_child() -> None:
+    for notifier in list(_live):
+        notifier._after_fork_in_child()
+
+
+def _close_all_at_exit() -> None:
+    """Drain every running notifier at interpreter exit, all at once, each within its
+    ``shutdown.drain_timeout``."""
+    now = time.monotonic()
+    closing = [
+        (n, n._begin_close(), now + n.config.shutdown.drain_timeout)
+        for n in list(_live)
+        if n._pid == os.getpid()
+    ]
+    for notifier, running, deadline in closing:
+        notifier._finish_close(running, deadline)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_all_at_exit)

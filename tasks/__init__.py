@@ -1,0 +1,1 @@
+"""The reference application: Celery tasks that use the notifier through its public API."""

@@ -1,0 +1,71 @@
+"""Shared fixtures: real redis-server processes, real subscribers, notifiers that get closed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from helpers import make_config
+
+from notifier import Notifier
+from notifier.testing import EventCollector, RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session; tests that kill or restart Redis use redis_factory."""
+    with RedisServer(extra=["--enable-debug-command", "yes"]) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_factory() -> Iterator[Callable[..., RedisServer]]:
+    """Start throwaway redis-servers that the test may kill and restart; all stopped after."""
+    servers: list[RedisServer] = []
+
+    def make(**kwargs: Any) -> RedisServer:
+        server = RedisServer(**kwargs).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def collector_factory() -> Iterator[Callable[..., EventCollector]]:
+    """Subscribers confirmed before they return; all closed after the test."""
+    collectors: list[EventCollector] = []
+
+    def make(url: str, pattern: str = "task:*") -> EventCollector:
+        collector = EventCollector(url, pattern).start()
+        collectors.append(collector)
+        return collector
+
+    yield make
+    for collector in collectors:
+        collector.close()
+
+
+@pytest.fixture
+def collector(
+    redis_server: RedisServer, collector_factory: Callable[..., EventCollector]
+) -> EventCollector:
+    return collector_factory(redis_server.url)
+
+
+@pytest.fixture
+def notifier_factory() -> Iterator[Callable[..., Notifier]]:
+    """Notifiers for a URL with table overrides (``queue={"maxsize": 10}``); closed after."""
+    made: list[Notifier] = []
+
+    def make(url: str, **tables: dict[str, Any]) -> Notifier:
+        notifier = Notifier(make_config(url, **tables))
+        made.append(notifier)
+        return notifier
+
+    yield make
+    for notifier in made:
+        notifier.close(timeout=0.5)

@@ -1,0 +1,168 @@
+"""Configuration: strict validation that names the file and the key, lookup order, env override."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from notifier import ConfigError, Notifier, NotifierConfig, load_config
+from notifier.config import TABLES, QueueConfig, RedisConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFIER_CONFIG", raising=False)
+    monkeypatch.delenv("NOTIFIER_REDIS_URL", raising=False)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+BAD = [
+    ("[queue]\nmaxsize = -5", "queue.maxsize must be a positive integer, got -5"),
+    ("[queue]\nmaxsize = 0", "queue.maxsize must be a positive integer, got 0"),
+    ("[queue]\nmaxsize = '10'", "queue.maxsize must be a positive integer, got '10'"),
+    ("[queue]\nmaxsize = true", "queue.maxsize must be a positive integer, got True"),
+    ("[queue]\nmaxsize = 1.5", "queue.maxsize must be a positive integer, got 1.5"),
+    ("[queue]\nmaxsize = 10\nbatch_size = 11", "queue.batch_size must not exceed queue.maxsize"),
+    (
+        "[queue]\noverflow = 'drop_random'",
+        "queue.overflow must be one of 'drop_newest', 'drop_oldest'",
+    ),
+    ("[queue]\nmax_event_bytes = 100", "queue.max_event_bytes must be an integer from 4096"),
+    ("[queue]\nmax_size = 10", "queue.max_size is not a known key"),
+    ("queue = 5", "queue must be a table, got 5"),
+    ("[redis]\nurl = 'http://localhost'", "redis.url must be a redis://, rediss:// or unix:// URL"),
+    ("[redis]\nurl = 'redis://localhost:notaport/0'", "redis.url must be a redis://"),
+    ("[redis]\nurl = 'redis://localhost:6379/x'", "redis.url must be a redis://"),
+    ("[redis]\nurl = 'redis://'", "redis.url must be a redis://"),
+    ("[redis]\nurl = 6379", "redis.url must be a redis://, rediss:// or unix:// URL, got 6379"),
+    ("[redis]\nconnect_timeout = 0", "redis.connect_timeout must be a positive number, got 0.0"),
+    (
+        "[redis]\npublish_timeout = -1.0",
+        "redis.publish_timeout must be a positive number, got -1.0",
+    ),
+    ("[redis]\npublish_timeout = nan", "redis.publish_timeout must be a positive number, got nan"),
+    ("[redis]\nchannel_prefix = 1", "redis.channel_prefix must be a string, got 1"),
+    (
+        "[reconnect]\ninitial_backoff = 2.0\nmax_backoff = 1.0",
+        "reconnect.max_backoff must be at least reconnect.initial_backoff",
+    ),
+    ("[shutdown]\ndrain_timeout = -1", "shutdown.drain_timeout must be a non-negative number"),
+    ("[logging]\nlevel = 'verbose'", "logging.level must be one of 'debug', 'info'"),
+]
+
+
+@pytest.mark.parametrize(("toml", "message"), BAD)
+def test_bad_value_names_file_and_dotted_key(tmp_path: Path, toml: str, message: str) -> None:
+    """Each kind of mistake raises ConfigError starting with the file name, then key and value."""
+    path = write(tmp_path, toml)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: {message}")
+    assert caught.value.path == str(path)
+    assert caught.value.key is not None and message.startswith(caught.value.key)
+
+
+def test_password_in_a_bad_url_is_not_echoed(tmp_path: Path) -> None:
+    """A rejected URL is shown with its password redacted."""
+    path = write(tmp_path, "[redis]\nurl = 'redis://:hunter2@localhost:port/0'")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "hunter2" not in str(caught.value)
+    assert "***" in str(caught.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    """A path that does not exist is a ConfigError naming it."""
+    with pytest.raises(ConfigError, match="nope.toml: file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    """A directory (or unreadable file) in place of the config is a ConfigError naming it."""
+    with pytest.raises(ConfigError, match=f"{tmp_path}: cannot be read"):
+        load_config(tmp_path)
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    """A syntax error is reported with the file and TOML's own line and column."""
+    path = write(tmp_path, "[queue\nmaxsize = 1")
+    with pytest.raises(ConfigError, match=r"config.toml: invalid TOML: .*line 1"):
+        load_config(path)
+
+
+def test_foreign_tables_are_left_to_their_owners(tmp_path: Path) -> None:
+    """[database] and [celery] are not the notifier's to validate."""
+    path = write(tmp_path, "[database]\nurl = 'sqlite://'\nanything = 1\n[celery]\nx = [1]")
+    assert NotifierConfig(path=str(path)) == load_config(path)
+
+
+def test_integers_are_accepted_for_seconds(tmp_path: Path) -> None:
+    """`publish_timeout = 3` means 3.0 seconds."""
+    config = load_config(write(tmp_path, "[redis]\npublish_timeout = 3"))
+    assert 3.0 == config.redis.publish_timeout
+    assert isinstance(config.redis.publish_timeout, float)
+
+
+def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """$NOTIFIER_CONFIG, else ./config.toml, else defaults."""
+    monkeypatch.chdir(tmp_path)
+    assert NotifierConfig() == load_config(None)
+    write(tmp_path, "[queue]\nmaxsize = 77")
+    assert 77 == load_config(None).queue.maxsize
+    other = tmp_path / "other.toml"
+    other.write_text("[queue]\nmaxsize = 88")
+    monkeypatch.setenv("NOTIFIER_CONFIG", str(other))
+    assert 88 == load_config(None).queue.maxsize
+
+
+def test_env_redis_url_overrides_file_and_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NOTIFIER_REDIS_URL wins over the file, for Notifier(None) too, and is validated."""
+    monkeypatch.setenv("NOTIFIER_REDIS_URL", "redis://10.1.2.3:6380/2")
+    path = write(tmp_path, "[redis]\nurl = 'redis://127.0.0.1:6379/0'")
+    assert "redis://10.1.2.3:6380/2" == load_config(path).redis.url
+    assert "redis://10.1.2.3:6380/2" == Notifier(None).config.redis.url
+    monkeypatch.setenv("NOTIFIER_REDIS_URL", "nonsense")
+    with pytest.raises(ConfigError, match="NOTIFIER_REDIS_URL: redis.url must be"):
+        load_config(path)
+
+
+def test_dataclasses_validate_when_built_in_code() -> None:
+    """The same checks apply to configs built in Python, not only to files."""
+    with pytest.raises(ConfigError, match="queue.batch_size must be a positive integer, got 0"):
+        QueueConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="redis.url"):
+        RedisConfig(url="localhost:6379")
+
+
+def test_repr_hides_the_password() -> None:
+    """Neither the URL property for logs nor the repr shows a password."""
+    config = NotifierConfig(
+        redis=RedisConfig(url="redis://user:s3cret@host:6379/0?password=s3cret")
+    )
+    assert "s3cret" not in repr(config)
+    assert "redis://user:***@host:6379/0?password=***" == config.redis.safe_url
+
+
+def test_shipped_config_documents_every_key_with_its_default() -> None:
+    """config.toml lists every key of every notifier table, set to the built-in default."""
+    with open(ROOT / "config.toml", "rb") as fh:
+        shipped = tomllib.load(fh)
+    for name, table in TABLES.items():
+        defaults = {f.name: getattr(table(), f.name) for f in fields(table)}  # type: ignore[arg-type]
+        assert defaults == shipped[name], name
+    assert NotifierConfig(path=os.path.join(ROOT, "config.toml")) == load_config(
+        ROOT / "config.toml"
+    )
