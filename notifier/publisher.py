@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import time
 import weakref
@@ -46,7 +47,7 @@ class Notifier:
 
     def __init__(self, config: NotifierConfig | None = None) -> None:
         self.config = config if config is not None else default_config()
-        self._log = get_logger(self.config.logging.level)
+        self._log = get_logger(self.config.logging.level, redis_url=self.config.redis.safe_url)
         self._overflow_oldest = self.config.queue.overflow == "drop_oldest"
         self._max_bytes = self.config.queue.max_event_bytes
         self._reset()
@@ -71,6 +72,12 @@ class Notifier:
                 return
             if self._state == _CLOSED:
                 raise NotifierError("this notifier is closed; create a new one")
+            patched = _greenlet_threads()
+            if patched:
+                raise NotifierError(
+                    f"threading is monkey-patched by {patched}: its threads are greenlets, so "
+                    "the notifier thread would share the hub it exists to stay off"
+                )
             sender = Sender(self.config, self._ledger, self._log)
             thread = threading.Thread(target=sender.run, name="notifier", daemon=True)
             thread.start()
@@ -261,6 +268,17 @@ class Notifier:
         self._reset()
         if closed:
             self._state = _CLOSED
+
+
+def _greenlet_threads() -> str | None:
+    """The library that monkey-patched ``threading`` in this process, if any."""
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("threading"):
+        return "gevent"
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("thread"):
+        return "eventlet"
+    return None
 
 
 def _after_fork_in_child() -> None:

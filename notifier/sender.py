@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
+from redis.maint_notifications import MaintNotificationsConfig
 from structlog.typing import FilteringBoundLogger
 
 from notifier.config import NotifierConfig, url_password
@@ -38,7 +39,7 @@ class Sender:
     def __init__(self, config: NotifierConfig, ledger: Ledger, log: FilteringBoundLogger) -> None:
         self.config = config
         self.ledger = ledger
-        self.log = log.bind(redis_url=config.redis.safe_url)
+        self.log = log
         self.ready = threading.Event()
         self.queue: janus.Queue[Item] | None = None
         self._secret = url_password(config.redis.url)
@@ -158,9 +159,11 @@ class Sender:
         client = Redis.from_url(
             cfg.url,
             socket_connect_timeout=cfg.connect_timeout,
-            socket_timeout=cfg.publish_timeout,
+            socket_timeout=None,  # bounded by our own timeouts: connect_timeout, publish_timeout
             retry=Retry(NoBackoff(), 0),  # we retry ourselves, with our own backoff and accounting
-            client_name="notifier",
+            # Each of these costs a round trip on every (re)connect and gives us nothing.
+            driver_info=None,
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
         )
         try:
             async with asyncio.timeout(cfg.connect_timeout):

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from faultproxy import FaultProxy
 from helpers import make_config
 
 from notifier import Notifier
@@ -69,3 +70,18 @@ def notifier_factory() -> Iterator[Callable[..., Notifier]]:
     yield make
     for notifier in made:
         notifier.close(timeout=0.5)
+
+
+@pytest.fixture
+def proxy_factory() -> Iterator[Callable[[RedisServer], FaultProxy]]:
+    """Fault-injecting TCP proxies in front of a server; all closed after the test."""
+    proxies: list[FaultProxy] = []
+
+    def make(server: RedisServer) -> FaultProxy:
+        proxy = FaultProxy("127.0.0.1", server.port).start()
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.close()

@@ -9,12 +9,15 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis.asyncio
 
 import notifier
 from notifier.testing import EventCollector, RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # What a clean exit must never print.
 NOISE = (
@@ -148,3 +151,17 @@ def test_old_pattern_fails_across_loops_and_notifier_path_does_not(
     finally:
         worker_loop.close()
         notifier.shutdown()
+
+
+def test_readme_usage_example_runs_as_written(
+    redis_server: RedisServer, collector: EventCollector
+) -> None:
+    """The first Python block of the README runs unchanged and delivers its four events."""
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    output = run_script(
+        f"import os; os.chdir({str(ROOT)!r})\n{example}", ("NOTIFIER_REDIS_URL", redis_server.url)
+    )
+    events = collector.wait_for(4)
+    assert ["progress", "failed", "completed", "custom_type"] == [e["type"] for e in events]
+    assert "'published': 4" in output
