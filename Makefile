@@ -20,7 +20,7 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check notifier
+	$(BIN)/ruff format --check notifier tasks tests
 	$(BIN)/mypy
 
 test: lint

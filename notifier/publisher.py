@@ -119,8 +119,14 @@ class Notifier:
         if thread.is_alive():
             sender.force_stop()
             thread.join(FORCE_STOP_GRACE)
+        stats = self.stats()
         if thread.is_alive():
-            self._log.warning("notifier_close_timed_out", pending=self.stats()["pending"])
+            self._log.warning("notifier_close_timed_out", pending=stats["pending"])
+        self._log.info(
+            "notifier_closed",
+            **{key: stats[key] for key in ("published", "pending", "dropped", "reconnects")},
+            dropped_by_reason=stats["dropped_by_reason"],
+        )
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait up to ``timeout`` seconds; True when nothing accepted so far is still pending."""

@@ -150,10 +150,17 @@ class EventCollector:
     """Subscribes (on its own thread) and keeps every message that arrives, decoded from JSON.
 
     ``start()`` returns once the subscription is confirmed, so nothing published after it is
-    missed. ``raw`` keeps the exact bytes, ``events`` the decoded objects.
+    missed. ``raw`` keeps the exact bytes, ``events`` the decoded objects; ``on_event`` is called
+    with each decoded event as it arrives, on the collector's thread.
     """
 
-    def __init__(self, url: str, pattern: str = "task:*") -> None:
+    def __init__(
+        self,
+        url: str,
+        pattern: str = "task:*",
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self._on_event = on_event
         self._client = redis.Redis.from_url(url, socket_timeout=None)
         self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
         self.pattern = pattern
@@ -182,6 +189,8 @@ class EventCollector:
                     self.raw.append(message["data"])
                     self.channels.append(message["channel"].decode())
                     self._cond.notify_all()
+                if self._on_event is not None:
+                    self._on_event(json.loads(message["data"]))
 
     @property
     def events(self) -> list[dict[str, Any]]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue
-import secrets
 import sqlite3
 import time
 import traceback
@@ -18,12 +16,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from helpers import postgres_schema
 
 from tasks.store import Status, TaskNotFound, TaskRecord, TaskStore
 
-POSTGRES_URL = os.environ.get(
-    "NOTIFIER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 STEPS = ["fetch", "review", "publish"]
 WORKERS = 4
 ROWS_PER_WORKER = 50
@@ -31,23 +27,9 @@ ROWS_PER_WORKER = 50
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A URL whose connections live in a fresh schema of their own, dropped after the test."""
-    base = sa.make_url(POSTGRES_URL)
-    admin = sa.create_engine(base, connect_args={"connect_timeout": 5})
-    schema = f"notifier_test_{secrets.token_hex(6)}"
-    try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL not reachable at {base.render_as_string()}: {exc.orig}")
-    try:
-        url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    """A fresh PostgreSQL schema for the test, dropped after it."""
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,0 +1,89 @@
+"""Wiring for Celery workers: one call, ``notifier.celery.install(app)``.
+
+What it does, per pool:
+
+- prefork: each child starts its own notifier in ``worker_process_init`` (the thread starts in
+  milliseconds; the Redis connection is made in the background, so Celery's 4 s limit on child
+  start-up is never at risk). A child that exits normally -- ``worker_max_tasks_per_child``
+  recycling, warm shutdown -- drains in ``worker_process_shutdown``. Celery does not guarantee that
+  signal (a child killed by a signal never sends it), so each task also waits, when it ends, for
+  its own notifications to reach Redis: one round trip while Redis is reachable, no wait at all
+  while it is known to be unreachable, and at most TASK_END_FLUSH_TIMEOUT while an outage is
+  still being detected (until the next publish or connect times out).
+- solo and threads: the worker process itself publishes; it drains in ``worker_shutdown``.
+- gevent and eventlet: refused at worker start. Their monkey-patched threads are greenlets on the
+  worker's hub, so the notifier's "own thread" would share the very loop it exists to stay off.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from notifier import default
+from notifier.config import NotifierConfig
+
+UNSUPPORTED_POOLS = ("gevent", "eventlet")
+TASK_END_FLUSH_TIMEOUT = 0.2  # the most a task's end waits for a Redis believed reachable
+
+
+def install(
+    app: Celery, config: str | NotifierConfig | None = None, *, flush_on_task_end: bool = True
+) -> None:
+    """Wire the default notifier into ``app``'s workers.
+
+    ``config`` is what :func:`notifier.configure` takes (None: the default lookup). It is loaded
+    now, so that a configuration mistake fails at import time, not in a worker child.
+    """
+    default.configure(config)
+    handlers = _Handlers(flush_on_task_end)
+    for signal, receiver in (
+        (signals.worker_init, handlers.on_worker_init),
+        (signals.worker_process_init, handlers.on_child_start),
+        (signals.worker_process_shutdown, handlers.on_child_exit),
+        (signals.worker_shutdown, handlers.on_worker_exit),
+        (signals.task_postrun, handlers.on_task_end),
+    ):
+        # weak=False: the receivers are bound methods of an object nothing else keeps alive.
+        # dispatch_uid: installing twice replaces the first wiring instead of doubling it.
+        signal.connect(receiver, weak=False, dispatch_uid=f"notifier.{receiver.__name__}")
+
+
+class _Handlers:
+    def __init__(self, flush_on_task_end: bool) -> None:
+        self.flush_on_task_end = flush_on_task_end
+
+    def on_worker_init(self, sender: Any = None, **_: Any) -> None:
+        pool = pool_name(getattr(sender, "pool_cls", None))
+        if pool in UNSUPPORTED_POOLS:
+            # Signal.send() swallows Exceptions; SystemExit stops the worker with this message.
+            raise SystemExit(
+                f"notifier: the {pool} pool is not supported: its monkey-patched threads are "
+                "greenlets, so the notifier thread would block the worker's hub. "
+                "Use the prefork, threads or solo pool."
+            )
+
+    def on_child_start(self, **_: Any) -> None:
+        default.get_notifier().start()
+
+    def on_child_exit(self, **_: Any) -> None:
+        default.shutdown()
+
+    def on_worker_exit(self, **_: Any) -> None:
+        default.shutdown()
+
+    def on_task_end(self, **_: Any) -> None:
+        if not self.flush_on_task_end:
+            return
+        notifier = default.get_notifier()
+        if notifier.stats()["connected"]:
+            notifier.flush(TASK_END_FLUSH_TIMEOUT)
+
+
+def pool_name(pool_cls: object) -> str:
+    """'prefork', 'gevent', ... from a worker's pool setting (a name or a class)."""
+    if isinstance(pool_cls, str):
+        return pool_cls.rsplit(".", 1)[-1].split(":")[-1].lower()
+    module = getattr(pool_cls, "__module__", "") or ""
+    return module.rsplit(".", 1)[-1].lower()

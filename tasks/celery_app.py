@@ -1,0 +1,55 @@
+"""The Celery application: configured from config.toml, with the notifier wired in.
+
+Start a worker with ``celery -A tasks.celery_app worker``. ``[celery]`` names the broker and the
+result backend (default: the notifier's Redis), ``[database] url`` the task-status store.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery, signals
+
+import notifier.celery
+from tasks.logs import configure_logging
+from tasks.runtime import close_worker_loops
+from tasks.settings import load_settings
+from tasks.store import TaskStore
+
+settings = load_settings()
+
+app = Celery("tasks", include=["tasks.workflow_resume_tasks"])
+app.conf.update(
+    broker_url=settings.broker_url,
+    result_backend=settings.result_backend,
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    result_expires=3600,
+    worker_prefetch_multiplier=1,  # workflows are long; don't let one child hoard them
+    broker_connection_retry_on_startup=True,
+)
+notifier.celery.install(app, settings.notifier, flush_on_task_end=settings.flush_on_task_end)
+
+_store: tuple[int, TaskStore] | None = None
+
+
+def get_store() -> TaskStore:
+    """This process's task store. A forked child opens its own: database connections must not
+    cross a fork."""
+    global _store
+    if _store is None or _store[0] != os.getpid():
+        _store = (os.getpid(), TaskStore(settings.database_url))
+    return _store[1]
+
+
+@signals.worker_init.connect
+def _configure_worker_logging(**_: Any) -> None:
+    configure_logging("info")
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _close_loops(**_: Any) -> None:
+    close_worker_loops()

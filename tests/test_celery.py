@@ -1,0 +1,312 @@
+"""End to end with a real Celery worker: DB status and the events a subscriber receives."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from faultproxy import FaultProxy
+from helpers import postgres_schema
+
+from notifier.testing import EventCollector, RedisServer, wait_until
+from tasks.launcher import WorkerProcess, client
+from tasks.settings import ENV_DATABASE_URL
+from tasks.store import Status, TaskStore
+
+pytestmark = pytest.mark.timeout(180)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Harness:
+    """A worker, a client, a store and a subscriber on one Redis and one database."""
+
+    def __init__(self, redis: RedisServer, db_url: str, tmp: Path, **worker: Any) -> None:
+        self.redis_url = redis.url
+        self.store = TaskStore(db_url)
+        self.config = tmp / f"config-{uuid.uuid4().hex[:6]}.toml"
+        notifier_url = worker.pop("notifier_url", redis.url)
+        celery_table = worker.pop("celery_table", "")
+        self.config.write_text(
+            f'[database]\nurl = "{db_url}"\n'
+            f'[celery]\nbroker_url = "{redis.url}"\nresult_backend = "{redis.url}"\n'
+            f"{celery_table}\n"
+            "[redis]\nconnect_timeout = 1.0\npublish_timeout = 1.0\n"
+            "[reconnect]\ninitial_backoff = 0.01\nmax_backoff = 0.2\n"
+        )
+        env = {"NOTIFIER_CONFIG": str(self.config), "NOTIFIER_REDIS_URL": notifier_url}
+        self.worker = WorkerProcess(env, **worker)
+        self.app: Celery = client(redis.url)
+        self.collector = EventCollector(redis.url)
+
+    def __enter__(self) -> Harness:
+        self.collector.start()
+        self.worker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.worker.stop()
+        self.collector.close()
+        self.app.close()
+        self.store.close()
+
+    def new_task(self, steps: list[str], review_after: int | None = None) -> str:
+        task_id = f"wf-{uuid.uuid4().hex[:10]}"
+        self.store.create_task(task_id, steps, review_after=review_after)
+        return task_id
+
+    def run(self, name: str, *args: Any, timeout: float = 30) -> dict[str, Any]:
+        result: dict[str, Any] = self.send(name, *args).get(timeout=timeout)
+        return result
+
+    def send(self, name: str, *args: Any) -> Any:
+        return self.app.send_task(f"tasks.{name}", args=list(args), queue=self.worker.queue)
+
+    def events(self, task_id: str, until_type: str | None = None) -> list[dict[str, Any]]:
+        """The task's events; with ``until_type``, wait until one of that type has arrived."""
+
+        def mine() -> list[dict[str, Any]]:
+            return [e for e in self.collector.events if e["task_id"] == task_id]
+
+        if until_type is not None:
+            wait_until(lambda: any(e["type"] == until_type for e in mine()), 15)
+        return mine()
+
+
+def types(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events]
+
+
+@pytest.fixture(scope="module")
+def redis_for_celery() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def harness(
+    request: pytest.FixtureRequest,
+    redis_for_celery: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Harness]:
+    """One prefork worker (2 children) per database, shared by the scenario tests."""
+    tmp = tmp_path_factory.mktemp("celery")
+    if request.param == "sqlite":
+        with Harness(redis_for_celery, f"sqlite:///{tmp / 'tasks.db'}", tmp) as h:
+            yield h
+    else:
+        with postgres_schema() as url, Harness(redis_for_celery, url, tmp) as h:
+            yield h
+
+
+def test_workflow_runs_to_completion(harness: Harness) -> None:
+    """Each step publishes progress and records a checkpoint; the end publishes completed."""
+    task_id = harness.new_task(["noop", "sleep:0.05", "cpu:0.02"])
+    assert {"success": True, "status": "completed"} == harness.run("start_workflow", task_id)
+    events = harness.events(task_id, until_type="completed")
+    assert ["progress", "progress", "progress", "completed"] == types(events)
+    assert [33.3, 66.7, 100.0] == [e["data"]["progress"] for e in events[:3]]
+    assert ["step-1", "step-2", "step-3"] == [e["data"]["checkpoint"] for e in events[:3]]
+    record = harness.store.get_task(task_id)
+    assert record is not None
+    assert (Status.COMPLETED, 2, "step-3", None) == (
+        record.status,
+        record.current_step,
+        record.checkpoint,
+        record.error,
+    )
+
+
+def test_review_approved_continues_to_completion(harness: Harness) -> None:
+    """The gate publishes waiting_review; approval runs the remaining steps."""
+    task_id = harness.new_task(["noop", "noop", "noop"], review_after=2)
+    assert {"success": True, "status": "waiting_review"} == harness.run("start_workflow", task_id)
+    assert ["progress", "progress", "waiting_review"] == types(
+        harness.events(task_id, until_type="waiting_review")
+    )
+    record = harness.store.get_task(task_id)
+    assert record is not None and Status.WAITING_REVIEW == record.status
+    result = harness.run("resume_after_review", task_id, {"approved": True})
+    assert {"success": True, "status": "completed"} == result
+    events = harness.events(task_id, until_type="completed")
+    assert ["progress", "progress", "waiting_review", "progress", "completed"] == types(events)
+    record = harness.store.get_task(task_id)
+    assert record is not None and Status.COMPLETED == record.status
+
+
+def test_review_rejected_fails_with_the_reviewers_reason(harness: Harness) -> None:
+    """A rejection marks the task failed with the reason, and the failed event says the same."""
+    task_id = harness.new_task(["noop", "noop"], review_after=1)
+    harness.run("start_workflow", task_id)
+    result = harness.run("resume_after_review", task_id, {"approved": False, "reason": "no SLA"})
+    assert {"success": False, "status": "failed", "error": "ReviewRejected: no SLA"} == result
+    events = harness.events(task_id, until_type="failed")
+    assert ["progress", "waiting_review", "failed"] == types(events)
+    assert "ReviewRejected: no SLA" == events[-1]["data"]["error"]
+    record = harness.store.get_task(task_id)
+    assert record is not None
+    assert (Status.FAILED, "ReviewRejected: no SLA") == (record.status, record.error)
+
+
+def test_resume_from_checkpoint_runs_the_remaining_steps(harness: Harness) -> None:
+    """After a crash past step 1, resuming from its checkpoint runs steps 2 and 3 only."""
+    task_id = harness.new_task(["noop", "noop", "noop"])
+    harness.store.start_step(task_id, 0)
+    harness.store.record_checkpoint(task_id, "step-1", 0)
+    harness.store.start_step(task_id, 1)
+    harness.store.mark_failed(task_id, "worker lost")
+    result = harness.run("resume_from_checkpoint", task_id, "step-1")
+    assert {"success": True, "status": "completed"} == result
+    events = harness.events(task_id, until_type="completed")
+    assert [("progress", "step-2"), ("progress", "step-3")] == [
+        (e["type"], e["data"]["checkpoint"]) for e in events[:-1]
+    ]
+    record = harness.store.get_task(task_id)
+    assert record is not None
+    assert (Status.COMPLETED, None) == (record.status, record.error)
+
+
+def test_resume_from_unknown_checkpoint_fails_naming_it(harness: Harness) -> None:
+    """An unknown checkpoint fails the task with an error that names the checkpoint."""
+    task_id = harness.new_task(["noop", "noop"])
+    harness.store.mark_failed(task_id, "crashed")
+    result = harness.run("resume_from_checkpoint", task_id, "step-9")
+    expected = f"WorkflowError: unknown checkpoint 'step-9' for task '{task_id}'"
+    assert {"success": False, "status": "failed", "error": expected} == result
+    (event,) = harness.events(task_id, until_type="failed")
+    assert expected == event["data"]["error"]
+    record = harness.store.get_task(task_id)
+    assert record is not None and expected == record.error
+
+
+def test_unknown_step_fails_the_task_clearly(harness: Harness) -> None:
+    """A step name nobody registered fails the task with the name and the known steps."""
+    task_id = harness.new_task(["noop", "teleport"])
+    result = harness.run("start_workflow", task_id)
+    assert "failed" == result["status"]
+    assert "unknown step 'teleport' (known steps: cpu, fail, noop, sleep)" in result["error"]
+    assert ["progress", "failed"] == types(harness.events(task_id, until_type="failed"))
+
+
+def test_missing_task_row_still_notifies_and_logs_the_db_failure(harness: Harness) -> None:
+    """No row to mark: failed_to_update_task_status is logged and the event still goes out."""
+    task_id = f"wf-missing-{uuid.uuid4().hex[:6]}"
+    result = harness.run("resume_after_review", task_id, {"approved": True})
+    assert {"success": False, "status": "failed"} == {k: result[k] for k in ("success", "status")}
+    assert ["failed"] == types(harness.events(task_id, until_type="failed"))
+    assert harness.worker.wait_for_line('"failed_to_update_task_status"', 10)
+    logged = harness.worker.log_events("failed_to_update_task_status")
+    assert any(e["task_id"] == task_id for e in logged)
+
+
+@pytest.mark.parametrize("flush_on_task_end", [True, False])
+def test_child_recycled_after_every_task_loses_no_notification(
+    redis_for_celery: RedisServer, tmp_path: Path, flush_on_task_end: bool
+) -> None:
+    """worker_max_tasks_per_child=1: every event of 20 workflows arrives, by either exit path."""
+    table = f"flush_on_task_end = {str(flush_on_task_end).lower()}"
+    with Harness(
+        redis_for_celery,
+        f"sqlite:///{tmp_path / 'tasks.db'}",
+        tmp_path,
+        max_tasks_per_child=1,
+        celery_table=table,
+    ) as h:
+        task_ids = [h.new_task(["noop", "noop"]) for _ in range(20)]
+        results = [h.send("start_workflow", t) for t in task_ids]
+        assert [{"success": True, "status": "completed"}] * 20 == [
+            r.get(timeout=60) for r in results
+        ]
+        for task_id in task_ids:
+            assert ["progress", "progress", "completed"] == types(
+                h.events(task_id, until_type="completed")
+            )
+        closed = h.worker.log_events("notifier_closed")
+    # Each child that exited drained and said so; none had anything left over.
+    assert closed and all(0 == e["pending"] and 0 == e["dropped"] for e in closed)
+
+
+def test_notifier_redis_unreachable_tasks_still_fail_promptly(
+    redis_for_celery: RedisServer,
+    tmp_path: Path,
+    proxy_factory: Callable[[RedisServer], FaultProxy],
+) -> None:
+    """Notifier's Redis blackholed, broker fine: failures reach the DB at once; events later."""
+    proxy = proxy_factory(redis_for_celery)
+    proxy.blackhole()
+    with Harness(
+        redis_for_celery, f"sqlite:///{tmp_path / 'tasks.db'}", tmp_path, notifier_url=proxy.url
+    ) as h:
+        task_ids = [h.new_task(["noop", "fail:disk full"]) for _ in range(5)]
+        durations = []
+        for task_id in task_ids:
+            started = time.monotonic()
+            result = h.run("start_workflow", task_id)
+            durations.append(time.monotonic() - started)
+            assert {"success": False, "status": "failed", "error": "StepFailed: disk full"} == (
+                result
+            )
+            record = h.store.get_task(task_id)
+            assert record is not None and Status.FAILED == record.status
+        assert max(durations) < 1.0, durations  # publish_timeout is 1.0: nothing waited on it
+        assert [] == h.worker.log_events("failed_to_send_failure_notification")
+        proxy.forward()
+        for task_id in task_ids:
+            assert ["progress", "failed"] == types(h.events(task_id, until_type="failed"))
+
+
+@pytest.mark.parametrize("pool", ["threads", "solo"])
+def test_other_pools_deliver_and_drain(
+    redis_for_celery: RedisServer, tmp_path: Path, pool: str
+) -> None:
+    """The threads and solo pools publish from the worker process and drain at shutdown."""
+    with Harness(redis_for_celery, f"sqlite:///{tmp_path / 'tasks.db'}", tmp_path, pool=pool) as h:
+        ok = h.new_task(["noop", "sleep:0.01"])
+        bad = h.new_task(["fail:nope"])
+        assert "completed" == h.run("start_workflow", ok)["status"]
+        assert "failed" == h.run("start_workflow", bad)["status"]
+        assert ["progress", "progress", "completed"] == types(h.events(ok, until_type="completed"))
+        assert ["failed"] == types(h.events(bad, until_type="failed"))
+    closed = h.worker.log_events("notifier_closed")
+    assert 1 == len(closed) and 0 == closed[0]["pending"]
+
+
+def test_gevent_pool_is_refused_with_a_clear_error(
+    redis_for_celery: RedisServer, tmp_path: Path
+) -> None:
+    """-P gevent stops the worker at start-up with a message that says why and what to use."""
+    h = Harness(redis_for_celery, f"sqlite:///{tmp_path / 'tasks.db'}", tmp_path, pool="gevent")
+    with pytest.raises(RuntimeError, match="did not become ready") as caught:
+        h.worker.start(timeout=30)
+    assert "the gevent pool is not supported" in str(caught.value)
+    assert "Use the prefork, threads or solo pool" in str(caught.value)
+    assert 0 != h.worker.process.returncode if h.worker.process else False
+    h.app.close()
+    h.store.close()
+
+
+def test_demo_runs_green_on_embedded_defaults() -> None:
+    """`make demo`'s program, with no Redis or database configured, ends 'demo OK' with exit 0."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NOTIFIER_REDIS_URL", "NOTIFIER_CONFIG", ENV_DATABASE_URL)
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "tasks.demo"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert 0 == done.returncode, done.stdout + done.stderr
+    assert "demo OK" in done.stdout
+    assert 10 == done.stdout.count(" yes")
