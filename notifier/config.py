@@ -52,6 +52,10 @@ EVENT_BYTES = Check(
 BOOL = Check(bool, "true or false")
 
 
+PORT = Check(int, "a port number from 0 (any free port) to 65535", lambda v: 0 <= v <= 65535)
+HOST = Check(str, "a host name or address", lambda v: bool(v.strip()))
+
+
 def one_of(*choices: str) -> Check:
     return Check(str, "one of " + ", ".join(repr(c) for c in choices), lambda v: v in choices)
 
@@ -206,12 +210,43 @@ class LoggingConfig(Table):
     level: str = setting("info", one_of(*LOG_LEVELS))
 
 
+@dataclass(frozen=True, slots=True)
+class HealthConfig(Table):
+    TABLE: ClassVar[str] = "health"
+    enabled: bool = setting(False, BOOL)
+    host: str = setting("127.0.0.1", HOST)
+    port: int = setting(9477, PORT)
+    heartbeat_interval: float = setting(1.0, POSITIVE)
+    stale_after: float = setting(2.0, POSITIVE)
+    max_loop_lag: float = setting(0.5, POSITIVE)
+    state_dir: str = setting("", ANY_STR)
+
+    def check_table(self) -> None:
+        if self.stale_after < self.heartbeat_interval:
+            self.fail(
+                "stale_after",
+                f"must be at least health.heartbeat_interval ({self.heartbeat_interval}), "
+                f"got {self.stale_after}",
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryConfig(Table):
+    TABLE: ClassVar[str] = "history"
+    enabled: bool = setting(False, BOOL)
+    maxlen: int = setting(1000, POSITIVE_INT)
+    ttl_seconds: int = setting(86_400, POSITIVE_INT)
+    key_prefix: str = setting("task-history:", Check(str, "a non-empty string", bool))
+
+
 TABLES: dict[str, type[Table]] = {
     "redis": RedisConfig,
     "queue": QueueConfig,
     "reconnect": ReconnectConfig,
     "shutdown": ShutdownConfig,
     "logging": LoggingConfig,
+    "health": HealthConfig,
+    "history": HistoryConfig,
 }
 
 
@@ -224,6 +259,8 @@ class NotifierConfig:
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     path: str | None = None
 
     @classmethod

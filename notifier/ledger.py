@@ -15,6 +15,7 @@ import math
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 # Reasons for an event refused at the call site (the publish call returned False).
@@ -47,11 +48,13 @@ class Ledger:
         self.reconnects = 0
         self.last_error: str | None = None
         self.last_publish_at: float | None = None
+        self.heartbeat_at: float | None = None  # wall time of the loop's last heartbeat
+        self.loop_lag = 0.0  # how late the last heartbeat ran, in seconds
         # Rate limit for the notification_dropped warning.
         self._unreported: Counter[str] = Counter()
         self._last_report = -math.inf
 
-    # Called with ``lock`` held -------------------------------------------------------------
+    # Called with ``lock`` held, except settle() ----------------------------------------------
 
     def reject(self, reason: str) -> dict[str, int] | None:
         """Count a refused event. Returns the drops to log, at most once per interval."""
@@ -63,15 +66,29 @@ class Ledger:
         self.lost += count
         return self._drop(reason, count)
 
-    def settle(self, published: int, failed: int = 0) -> None:
-        """The notifier thread finished a batch: wake flush() callers."""
-        self.published += published
-        if failed:
-            self.lost += failed
-            self.dropped_by_reason[REDIS_ERROR] += failed
-        self.last_publish_at = time.time() if published else self.last_publish_at
-        if self._flush_waiters:
-            self._settled.notify_all()
+    def settle(self, failures: Sequence[bool], task_done: Callable[[], None]) -> None:
+        """The notifier thread finished a batch: move each event from pending (the queue's
+        unfinished count, lowered by ``task_done``) to published, or to lost when Redis answered
+        with an error, then wake flush() callers.
+
+        Event by event, each under the lock, so that a caller never waits behind a whole batch.
+        Called without the lock, on the notifier thread.
+        """
+        lock, published = self.lock, 0
+        for failed in failures:
+            with lock:
+                task_done()
+                if failed:
+                    self.lost += 1
+                    self.dropped_by_reason[REDIS_ERROR] += 1
+                else:
+                    self.published += 1
+                    published += 1
+        with lock:
+            if published:
+                self.last_publish_at = time.time()
+            if self._flush_waiters:
+                self._settled.notify_all()
 
     def _drop(self, reason: str, count: int) -> dict[str, int] | None:
         self.dropped_by_reason[reason] += count
@@ -116,4 +133,6 @@ class Ledger:
             "reconnects": self.reconnects,
             "last_error": self.last_error,
             "last_publish_at": self.last_publish_at,
+            "heartbeat_at": self.heartbeat_at,
+            "loop_lag": self.loop_lag,
         }

@@ -150,12 +150,11 @@ class Notifier:
 
     def publish(self, task_id: str, event_type: str, data: Mapping[str, Any] | None = None) -> bool:
         """Queue one event. True when accepted, False when dropped; InvalidEvent for bad input."""
-        payload = encode_event(
-            check_task_id(task_id),
-            check_event_type(event_type),
-            {} if data is None else data,
-            self._max_bytes,
-        )
+        return self._publish(task_id, check_event_type(event_type), {} if data is None else data)
+
+    def _publish(self, task_id: str, event_type: str, data: Mapping[str, Any]) -> bool:
+        """publish() for an event type known to be valid (the helpers' own)."""
+        payload = encode_event(check_task_id(task_id), event_type, data, self._max_bytes)
         return self._offer((task_id, payload))
 
     def publish_failed(self, task_id: str, error: object, **extra: Any) -> bool:
@@ -173,17 +172,17 @@ class Notifier:
             raise InvalidEvent(f"progress must be a number, got {type(progress).__name__}")
         if message is not None and not isinstance(message, str):
             raise InvalidEvent(f"message must be a str or None, got {type(message).__name__}")
-        return self.publish(
+        return self._publish(
             task_id, "progress", {**extra, "progress": progress, "message": message}
         )
 
     def publish_completed(self, task_id: str, result: Any = None, **extra: Any) -> bool:
         """Queue a ``completed`` event carrying ``result`` (any JSON value)."""
-        return self.publish(task_id, "completed", {**extra, "result": result})
+        return self._publish(task_id, "completed", {**extra, "result": result})
 
     def _offer(self, item: Item) -> bool:
         queue = self._queue
-        if queue is None or self._pid != os.getpid():
+        if queue is None:  # not started yet, or forked: the fork hook cleared it in the child
             queue = self._start_lazily()
             if queue is None:
                 return self._reject(CLOSED)

@@ -13,24 +13,23 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import hiredis
 import janus
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
-from redis.maint_notifications import MaintNotificationsConfig
+from redis.exceptions import RedisError
 from structlog.typing import FilteringBoundLogger
 
 from notifier.config import NotifierConfig, url_password
 from notifier.ledger import CRASHED, SHUTDOWN, Ledger
+from notifier.link import Link, ReplyError, command, publish_command
 from notifier.logs import scrub
 
 # One queued event: the task id (it names the channel) and the encoded message.
 Item = tuple[str, bytes]
 
-DISCONNECT_TIMEOUT = 0.5  # closing a socket never needs a reply; don't wait long for one
+# What a failed send or connect can raise: redis-py's errors, socket errors, a garbled reply.
+TRANSPORT_ERRORS = (RedisError, OSError, hiredis.ProtocolError)
 
 
 class Sender:
@@ -41,11 +40,18 @@ class Sender:
         self.ledger = ledger
         self.log = log
         self.ready = threading.Event()
+        # Called on the notifier thread with the loop's lag at every heartbeat (health snapshots).
+        self.tick_listeners: list[Callable[[float], None]] = []
         self.queue: janus.Queue[Item] | None = None
         self._secret = url_password(config.redis.url)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
-        self._client: Redis | None = None
+        self._link: Link | None = None
+        self._channel_prefix = config.redis.channel_prefix.encode()
+        history = config.history
+        self._history_prefix = history.key_prefix.encode() if history.enabled else None
+        self._history_maxlen = b"%d" % history.maxlen
+        self._history_ttl = b"%d" % history.ttl_seconds
         self._outage_since: float | None = None
         self._failed_connects = 0
         self._was_connected = False
@@ -75,6 +81,7 @@ class Sender:
         self._loop = asyncio.get_running_loop()
         self._main = asyncio.current_task()
         self.queue = janus.Queue(self.config.queue.maxsize)
+        heartbeat = asyncio.create_task(self._heartbeat())
         self.ready.set()
         reason = SHUTDOWN
         try:
@@ -85,9 +92,31 @@ class Sender:
             reason = CRASHED
             self.log.exception("notifier_thread_crashed")
         finally:
+            heartbeat.cancel()
             self._drop_remaining(self.queue, reason)
             await self._disconnect()
             await self.queue.wait_closed()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _heartbeat(self) -> None:
+        """Prove, every heartbeat_interval, that this loop still runs, and measure how late it
+        runs. A blocked loop or a dead thread stops the heartbeat: that is what health checks see.
+        """
+        loop = asyncio.get_running_loop()
+        interval = self.config.health.heartbeat_interval
+        due = loop.time()
+        while True:
+            lag = max(0.0, loop.time() - due)
+            self.ledger.loop_lag = lag
+            self.ledger.heartbeat_at = time.time()
+            for listener in self.tick_listeners:
+                try:
+                    listener(lag)
+                except Exception:  # a broken listener must not stop the heartbeat
+                    self.log.exception("notifier_heartbeat_listener_failed")
+            due = loop.time() + interval
+            await asyncio.sleep(interval)
 
     async def _pump(self, queue: janus.AsyncQueue[Item]) -> None:
         batch_size = self.config.queue.batch_size
@@ -107,11 +136,11 @@ class Sender:
         """Publish the batch, reconnecting as often as it takes (at least once delivery)."""
         attempt = 0
         while True:
-            client = self._client or await self._connect()
-            if client is not None:
+            link = self._link or await self._connect()
+            if link is not None:
                 try:
                     async with asyncio.timeout(self.config.redis.publish_timeout):
-                        replies = await self._send(client, batch)
+                        replies = await self._send(link, batch)
                 except TimeoutError:
                     # The connection may have a reply in flight; reading it later would hand it to
                     # the wrong command (CVE-2023-28859). Throw the connection away.
@@ -121,7 +150,7 @@ class Sender:
                         timeout=self.config.redis.publish_timeout,
                     )
                     await self._lost_connection("publish timed out")
-                except (RedisError, OSError) as exc:
+                except TRANSPORT_ERRORS as exc:
                     self.log.warning(
                         "notification_publish_failed", events=len(batch), error=self._describe(exc)
                     )
@@ -134,49 +163,56 @@ class Sender:
             await self._backoff(attempt)
             attempt += 1
 
-    async def _send(self, client: Redis, batch: Sequence[Item]) -> list[object]:
-        prefix = self.config.redis.channel_prefix
-        pipe = client.pipeline(transaction=False)
+    async def _send(self, link: Link, batch: Sequence[Item]) -> list[object]:
+        """One pipelined round trip: a PUBLISH per event and, with history on, an XADD per event
+        and an EXPIRE per task, in the same buffer. Replies come back in the same order."""
+        prefix, history = self._channel_prefix, self._history_prefix
+        if history is None:
+            publishes = [publish_command(prefix + t.encode(), data) for t, data in batch]
+            return await link.execute(b"".join(publishes), len(publishes))
+        packed: list[bytes] = []
+        keys: dict[bytes, bytes] = {}
         for task_id, payload in batch:
-            pipe.publish(prefix + task_id, payload)
-        return await pipe.execute(raise_on_error=False)
+            name = task_id.encode()
+            key = keys.setdefault(name, history + name)
+            packed.append(publish_command(prefix + name, payload))
+            packed.append(
+                command(b"XADD", key, b"MAXLEN", self._history_maxlen, b"*", b"event", payload)
+            )
+        packed += [command(b"EXPIRE", key, self._history_ttl) for key in keys.values()]
+        return await link.execute(b"".join(packed), len(packed))
 
     def _settle(
         self, queue: janus.AsyncQueue[Item], batch: Sequence[Item], replies: Sequence[object]
     ) -> None:
-        failed = [r for r in replies if isinstance(r, ResponseError)]
-        if failed:
-            self.log.error(
-                "notification_publish_failed", events=len(failed), error=self._describe(failed[0])
-            )
-        with self.ledger.lock:
-            self.ledger.settle(published=len(batch) - len(failed), failed=len(failed))
-            for _ in batch:
-                queue.task_done()
+        """Count the batch: an event is published when its PUBLISH succeeded. History writes that
+        failed are logged; they do not make the live event undelivered."""
+        n = len(batch)
+        if self._history_prefix is None:
+            publishes, history = replies, []
+        else:  # per event a PUBLISH and an XADD, then an EXPIRE per task
+            publishes, history = replies[: 2 * n : 2], [*replies[1 : 2 * n : 2], *replies[2 * n :]]
+        failures = [isinstance(reply, ReplyError) for reply in publishes]
+        for event, errors in (
+            ("notification_publish_failed", [r for r in publishes if isinstance(r, ReplyError)]),
+            ("notification_history_failed", [r for r in history if isinstance(r, ReplyError)]),
+        ):
+            if errors:
+                self.log.error(event, commands=len(errors), error=self._describe(errors[0]))
+        self.ledger.settle(failures, queue.task_done)
 
-    async def _connect(self) -> Redis | None:
+    async def _connect(self) -> Link | None:
         cfg = self.config.redis
-        client = Redis.from_url(
-            cfg.url,
-            socket_connect_timeout=cfg.connect_timeout,
-            socket_timeout=None,  # bounded by our own timeouts: connect_timeout, publish_timeout
-            retry=Retry(NoBackoff(), 0),  # we retry ourselves, with our own backoff and accounting
-            # Each of these costs a round trip on every (re)connect and gives us nothing.
-            driver_info=None,
-            maint_notifications_config=MaintNotificationsConfig(enabled=False),
-        )
         try:
             async with asyncio.timeout(cfg.connect_timeout):
-                await client.ping()
+                link = await Link.open(cfg.url, cfg.connect_timeout)
         except TimeoutError:
-            await self._close(client)
             self._connect_failed(f"connect timed out after {cfg.connect_timeout}s")
             return None
-        except (RedisError, OSError) as exc:
-            await self._close(client)
+        except TRANSPORT_ERRORS as exc:
             self._connect_failed(self._describe(exc))
             return None
-        self._client = client
+        self._link = link
         ledger = self.ledger
         if self._was_connected:
             ledger.reconnects += 1
@@ -191,7 +227,7 @@ class Sender:
         )
         self._outage_since = None
         self._failed_connects = 0
-        return client
+        return link
 
     def _connect_failed(self, error: str) -> None:
         self.ledger.last_error = error
@@ -215,18 +251,11 @@ class Sender:
         await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
     async def _disconnect(self) -> None:
-        client, self._client = self._client, None
+        link, self._link = self._link, None
         self.ledger.connected = False
-        if client is not None:
-            await self._close(client)
-
-    @staticmethod
-    async def _close(client: Redis) -> None:
-        try:
-            async with asyncio.timeout(DISCONNECT_TIMEOUT):
-                await client.aclose(close_connection_pool=True)
-        except (RedisError, OSError, TimeoutError):
-            pass  # the socket is being abandoned either way
+        if link is not None:
+            with contextlib.suppress(*TRANSPORT_ERRORS):  # abandoned either way
+                await link.close()
 
     def _drop_remaining(self, queue: janus.Queue[Item], reason: str) -> None:
         """Count what was never delivered, then close the queue. Runs once, at the end."""

@@ -210,3 +210,58 @@ def test_default_notifier_module_api(redis_server: RedisServer, collector: Event
         default.shutdown()
     assert first.stats()["thread_alive"] is False
     assert default.flush(0)  # nothing running, nothing pending
+
+
+def test_heartbeat_reports_loop_lag_and_stops_when_the_loop_is_blocked(
+    redis_server: RedisServer, notifier_factory: Callable[..., Notifier]
+) -> None:
+    """The notifier loop beats every heartbeat_interval; a blocked loop stops beating."""
+    n = notifier_factory(redis_server.url, health={"heartbeat_interval": 0.05, "stale_after": 0.1})
+    n.start()
+    first = wait_until(lambda: n.stats()["heartbeat_at"], 5)
+    wait_until(lambda: n.stats()["heartbeat_at"] > first, 5)
+    sender = n._sender
+    assert sender is not None and sender._loop is not None
+    blocked = threading.Event()
+    release = threading.Event()
+
+    def block() -> None:
+        blocked.set()
+        release.wait(5)  # deliberately blocks the notifier's loop
+
+    sender._loop.call_soon_threadsafe(block)
+    assert blocked.wait(5)
+    frozen = n.stats()["heartbeat_at"]
+    started = time.monotonic()
+    while time.monotonic() - started < 0.3:  # six intervals with no heartbeat
+        assert frozen == n.stats()["heartbeat_at"]
+        time.sleep(0.02)
+    release.set()
+    wait_until(lambda: n.stats()["heartbeat_at"] > frozen, 5)
+    assert n.stats()["loop_lag"] >= 0.0
+
+
+def test_commands_redis_refuses_are_counted_as_redis_error_drops(
+    redis_factory: Callable[..., RedisServer],
+    collector_factory: Callable[..., EventCollector],
+    notifier_factory: Callable[..., Notifier],
+) -> None:
+    """An ACL that forbids some channels: those events are dropped as redis_error, others go."""
+    server = redis_factory()
+    with server.client() as admin:
+        admin.execute_command(
+            "ACL", "SETUSER", "limited", "on", ">limited-pw", "~*", "resetchannels",
+            "&task:allowed*", "+@all",
+        )  # fmt: skip
+    collector = collector_factory(server.url)
+    n = notifier_factory(f"redis://limited:limited-pw@127.0.0.1:{server.port}/0")
+    with capture_logs() as logs:
+        for i in range(10):
+            assert n.publish_progress("allowed-1" if i % 2 else "denied-1", i)
+        assert n.flush(5)
+    stats = n.stats()
+    assert (5, {"redis_error": 5}) == (stats["published"], stats["dropped_by_reason"])
+    assert_invariant(stats)
+    assert [1, 3, 5, 7, 9] == [e["data"]["progress"] for e in collector.wait_for(5)]
+    errors = [e for e in logs if e["event"] == "notification_publish_failed"]
+    assert errors and "NOPERM" in errors[0]["error"]
