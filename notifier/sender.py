@@ -22,7 +22,7 @@ from structlog.typing import FilteringBoundLogger
 
 from notifier.config import NotifierConfig, url_password
 from notifier.ledger import CRASHED, SHUTDOWN, Ledger
-from notifier.link import Link, ReplyError, command, publish_command
+from notifier.link import PING, Link, ReplyError, command, publish_command
 from notifier.logs import scrub
 
 # One queued event: the task id (it names the channel) and the encoded message.
@@ -119,10 +119,15 @@ class Sender:
             await asyncio.sleep(interval)
 
     async def _pump(self, queue: janus.AsyncQueue[Item]) -> None:
-        batch_size = self.config.queue.batch_size
+        batch_size, idle = self.config.queue.batch_size, self.config.health.heartbeat_interval
+        await self._probe()  # connect now, not at the first event: health shows the truth early
         while True:
             try:
-                batch = [await queue.get()]
+                async with asyncio.timeout(idle):
+                    batch = [await queue.get()]
+            except TimeoutError:
+                await self._probe()
+                continue
             except janus.AsyncQueueShutDown:
                 return  # closed and drained
             while len(batch) < batch_size:
@@ -162,6 +167,22 @@ class Sender:
                     self.ledger.resent += len(batch)
             await self._backoff(attempt)
             attempt += 1
+
+    async def _probe(self) -> None:
+        """Nothing to send for a while: check that the connection still answers, or try to make
+        one, so that ``connected`` (and the health endpoint) follows Redis while idle too.
+        Runs between batches, never during one: replies cannot interleave."""
+        link = self._link
+        if link is None:
+            await self._connect()
+            return
+        try:
+            async with asyncio.timeout(self.config.redis.publish_timeout):
+                await link.execute(PING, 1)
+        except TimeoutError:
+            await self._lost_connection("PING timed out")
+        except TRANSPORT_ERRORS as exc:
+            await self._lost_connection(self._describe(exc))
 
     async def _send(self, link: Link, batch: Sequence[Item]) -> list[object]:
         """One pipelined round trip: a PUBLISH per event and, with history on, an XADD per event

@@ -190,3 +190,20 @@ def test_password_never_appears_in_logs_stats_or_errors(
     assert "wr0ng-Pa55word" not in text and secret not in text
     assert "***" in text
     assert "password" in bad.stats()["last_error"].lower() or "auth" in bad.stats()["last_error"]
+
+
+def test_idle_notifier_follows_redis_down_and_up(
+    redis_factory: Callable[..., RedisServer], notifier_factory: Callable[..., Notifier]
+) -> None:
+    """With nothing to send, `connected` still turns False when Redis dies and True when back."""
+    server = redis_factory()
+    n = notifier_factory(server.url, health={"heartbeat_interval": 0.1, "stale_after": 0.2})
+    n.start()  # connects at once, not at the first event
+    wait_until(lambda: n.stats()["connected"], 5)
+    server.kill()
+    wait_until(lambda: not n.stats()["connected"], 5)
+    assert n.stats()["last_error"]
+    server.start()
+    wait_until(lambda: n.stats()["connected"], 5)
+    assert 1 == n.stats()["reconnects"]
+    assert 0 == n.stats()["accepted"]
