@@ -13,6 +13,11 @@ What it does, per pool:
 - solo and threads: the worker process itself publishes; it drains in ``worker_shutdown``.
 - gevent and eventlet: refused at worker start. Their monkey-patched threads are greenlets on the
   worker's hub, so the notifier's "own thread" would share the very loop it exists to stay off.
+
+With ``[health] enabled = true`` the worker's main process serves the health endpoint from
+``worker_init``, before the pool forks: one endpoint for the whole worker. Prefork children
+inherit the knowledge that their parent serves, so their notifiers only write heartbeat snapshots
+and never bind the port; with solo or threads the main process is also the one that publishes.
 """
 
 from __future__ import annotations
@@ -36,8 +41,7 @@ def install(
     ``config`` is what :func:`notifier.configure` takes (None: the default lookup). It is loaded
     now, so that a configuration mistake fails at import time, not in a worker child.
     """
-    default.configure(config)
-    handlers = _Handlers(flush_on_task_end)
+    handlers = _Handlers(default.configure(config), flush_on_task_end)
     for signal, receiver in (
         (signals.worker_init, handlers.on_worker_init),
         (signals.worker_process_init, handlers.on_child_start),
@@ -51,7 +55,8 @@ def install(
 
 
 class _Handlers:
-    def __init__(self, flush_on_task_end: bool) -> None:
+    def __init__(self, config: NotifierConfig, flush_on_task_end: bool) -> None:
+        self.config = config
         self.flush_on_task_end = flush_on_task_end
 
     def on_worker_init(self, sender: Any = None, **_: Any) -> None:
@@ -63,6 +68,10 @@ class _Handlers:
                 "greenlets, so the notifier thread would block the worker's hub. "
                 "Use the prefork, threads or solo pool."
             )
+        if self.config.health.enabled:
+            from notifier import health  # prometheus_client is imported only where it is used
+
+            health.ensure_endpoint(self.config)
 
     def on_child_start(self, **_: Any) -> None:
         default.get_notifier().start()

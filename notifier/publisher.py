@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -50,6 +50,9 @@ class Notifier:
         self._log = get_logger(self.config.logging.level, redis_url=self.config.redis.safe_url)
         self._overflow_oldest = self.config.queue.overflow == "drop_oldest"
         self._max_bytes = self.config.queue.max_event_bytes
+        # Called on the notifier thread at every heartbeat with the loop's lag (health snapshots).
+        self._heartbeat_listeners: list[Callable[[float], None]] = []
+        self._close_listeners: list[Callable[[], None]] = []
         self._reset()
         _live.add(self)
 
@@ -78,7 +81,12 @@ class Notifier:
                     f"threading is monkey-patched by {patched}: its threads are greenlets, so "
                     "the notifier thread would share the hub it exists to stay off"
                 )
+            if self.config.health.enabled:
+                from notifier import health  # only processes that serve or report health need it
+
+                health.attach(self)
             sender = Sender(self.config, self._ledger, self._log)
+            sender.tick_listeners = self._heartbeat_listeners
             thread = threading.Thread(target=sender.run, name="notifier", daemon=True)
             thread.start()
             if not sender.ready.wait(START_TIMEOUT) or sender.queue is None:
@@ -109,10 +117,17 @@ class Notifier:
     def _finish_close(
         self, running: tuple[Sender, threading.Thread] | None, deadline: float
     ) -> None:
-        """Wait for the drain until ``deadline``, then cut it short."""
-        if running is None:
-            return
-        sender, thread = running
+        """Wait for the drain until ``deadline``, then cut it short; tell the close listeners."""
+        if running is not None:
+            self._join(*running, deadline)
+        listeners, self._close_listeners = self._close_listeners, []  # once, on the first close
+        for listener in listeners:
+            try:
+                listener()
+            except Exception:  # one broken listener must not stop the others, nor the close
+                self._log.exception("notifier_close_listener_failed")
+
+    def _join(self, sender: Sender, thread: threading.Thread, deadline: float) -> None:
         if thread is threading.current_thread():
             return  # called from a log processor on the notifier thread: it stops by itself
         thread.join(max(0.0, deadline - time.monotonic()))
@@ -127,6 +142,17 @@ class Notifier:
             **{key: stats[key] for key in ("published", "pending", "dropped", "reconnects")},
             dropped_by_reason=stats["dropped_by_reason"],
         )
+
+    def on_close(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` once, when this notifier is closed (after its drain)."""
+        self._close_listeners.append(listener)
+
+    def on_heartbeat(self, listener: Callable[[float], None]) -> None:
+        """Call ``listener(loop_lag_seconds)`` on the notifier thread at every heartbeat.
+
+        It must be quick and must not block: it runs on the loop that sends the events.
+        """
+        self._heartbeat_listeners.append(listener)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait up to ``timeout`` seconds; True when nothing accepted so far is still pending."""
@@ -168,7 +194,7 @@ class Notifier:
         self, task_id: str, progress: float, message: str | None = None, **extra: Any
     ) -> bool:
         """Queue a ``progress`` event; ``progress`` is a finite number (by convention a percent)."""
-        if isinstance(progress, bool) or not isinstance(progress, int | float):
+        if isinstance(progress, bool) or not isinstance(progress, (int, float)):  # noqa: UP038
             raise InvalidEvent(f"progress must be a number, got {type(progress).__name__}")
         if message is not None and not isinstance(message, str):
             raise InvalidEvent(f"message must be a str or None, got {type(message).__name__}")

@@ -1,0 +1,338 @@
+"""The ``notifier`` command line: check a configuration, query the health endpoint, listen to
+events, publish one.
+
+Errors are one line on stderr with exit status 1, never a traceback; usage errors exit with 2,
+as argparse does. The library's own log events stay quiet unless ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import logging
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+import structlog
+
+from notifier.config import NotifierConfig, load_config, url_password
+from notifier.events import check_task_id
+from notifier.exceptions import NotifierError
+from notifier.logs import scrub
+from notifier.publisher import Notifier
+
+HTTP_TIMEOUT = 5.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the exit status."""
+    args = _parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        status: int = args.run(args)
+    except NotifierError as exc:  # ConfigError, InvalidEvent and our own messages
+        print(f"notifier: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Whoever read our output went away (`notifier listen --all | head -3`): no traceback,
+        # and none either when the interpreter flushes stdout on its way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return status
+
+
+# Commands ---------------------------------------------------------------------------------
+
+
+def check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.path or args.config)
+    print(f"{config.path}: OK" if config.path else "defaults: OK")
+    return 0
+
+
+def health(args: argparse.Namespace) -> int:
+    url = _health_url(args.url) if args.url else _default_health_url(load_config(args.config))
+    status, body = _fetch(url, args.timeout)
+    try:
+        report = json.loads(body)
+    except ValueError:
+        report = None
+    if not isinstance(report, dict) or "status" not in report:
+        raise NotifierError(f"{url} answered HTTP {status} without a health report")
+    print(summary(url, status, report))
+    return 0 if status == 200 and report["status"] == "ok" else 1
+
+
+def listen(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    client = redis.Redis.from_url(
+        config.redis.url, socket_connect_timeout=config.redis.connect_timeout
+    )
+    pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+    try:
+        target = _subscribe(pubsub, config, None if args.all else args.task_id)
+        print(f"notifier: listening on {target} at {config.redis.safe_url}", file=sys.stderr)
+        received = _print_events(pubsub, args.count, args.timeout)
+    except KeyboardInterrupt:
+        return 0
+    except (redis.RedisError, OSError) as exc:
+        raise NotifierError(_redis_failure(config, exc)) from None
+    finally:
+        with contextlib.suppress(redis.RedisError, OSError):
+            pubsub.close()
+            client.close()
+    if args.count is not None and received < args.count:
+        raise NotifierError(f"{received} of {args.count} events arrived within {args.timeout}s")
+    return 0
+
+
+def _subscribe(pubsub: Any, config: NotifierConfig, task_id: str | None) -> str:
+    """Subscribe to one task's channel (None: every task's) and wait for Redis to confirm, so
+    that nothing published after we return is missed. The channel or pattern."""
+    prefix = config.redis.channel_prefix
+    if task_id is None:
+        target = _glob_escape(prefix) + "*"
+        pubsub.psubscribe(target)
+    else:
+        target = prefix + check_task_id(task_id)
+        pubsub.subscribe(target)
+    confirmation = pubsub.get_message(timeout=config.redis.connect_timeout)
+    if confirmation is None or confirmation["type"] not in ("subscribe", "psubscribe"):
+        raise NotifierError(f"redis at {config.redis.safe_url} did not confirm the subscription")
+    return target
+
+
+def _print_events(pubsub: Any, count: int | None, timeout: float | None) -> int:
+    """Print messages as they arrive until ``count`` of them or ``timeout``; how many."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    received = 0
+    while count is None or received < count:
+        wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+        if wait <= 0:
+            break
+        message = pubsub.get_message(timeout=wait)
+        if message is not None and message["type"] in ("message", "pmessage"):
+            print(_one_line(message["data"]), flush=True)
+            received += 1
+    return received
+
+
+def publish(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    # One event from a terminal: this process must not serve (or try to bind) the health port.
+    config = replace(config, health=replace(config.health, enabled=False))
+    data = _json_object(args.data)
+    timeout = config.shutdown.drain_timeout if args.timeout is None else args.timeout
+    notifier = Notifier(config)
+    try:
+        notifier.publish(args.task_id, args.type, data)
+    finally:
+        notifier.close(timeout)
+    stats = notifier.stats()
+    channel = config.redis.channel_prefix + args.task_id
+    if stats["published"] == 1:
+        print(f"published {args.type} to {channel}")
+        return 0
+    why = ", ".join(stats["dropped_by_reason"]) or "unknown"
+    detail = f"; last error: {stats['last_error']}" if stats["last_error"] else ""
+    raise NotifierError(
+        f"not published to {channel} at {config.redis.safe_url} within {timeout}s "
+        f"(dropped: {why}){detail}"
+    )
+
+
+# Helpers ----------------------------------------------------------------------------------
+
+
+def summary(url: str, status: int, report: dict[str, Any]) -> str:
+    """The health report as a few readable lines: the verdict, then one line per process."""
+    lines = [f"{report.get('status')} (HTTP {status} from {url})"]
+    processes = report.get("processes") or []
+    if not processes:
+        lines += [f"  {reason}" for reason in report.get("reasons") or []]
+    for p in processes:
+        verdict = "healthy" if p.get("healthy") else "UNHEALTHY: " + "; ".join(p.get("reasons", []))
+        by_reason = p.get("dropped_by_reason") or {}
+        dropped = str(p.get("dropped"))
+        if by_reason:
+            dropped += " (" + ", ".join(f"{k} {v}" for k, v in sorted(by_reason.items())) + ")"
+        lag = p.get("loop_lag")
+        fields = [
+            f"pid {p.get('pid')}",
+            verdict,
+            "connected" if p.get("connected") else "not connected",
+            f"queue {p.get('queue_size')}/{p.get('queue_capacity')}",
+            f"published {p.get('published')}",
+            f"dropped {dropped}",
+            f"lag {lag:.3f}s" if isinstance(lag, int | float) else f"lag {lag}",
+        ]
+        if p.get("last_error"):
+            fields.append(f"last error: {p['last_error']}")
+        lines.append("  " + ", ".join(fields))
+    return "\n".join(lines)
+
+
+def _default_health_url(config: NotifierConfig) -> str:
+    health = config.health
+    if health.port == 0:
+        raise NotifierError(
+            "health.port is 0 (any free port): pass the endpoint's address with --url"
+        )
+    # A server bound to every address answers on loopback too.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(health.host, health.host)
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{health.port}/health"
+
+
+def _health_url(url: str) -> str:
+    """``--url`` as given, with /health added when it names only the server."""
+    return url.rstrip("/") + "/health" if urlsplit(url).path in ("", "/") else url
+
+
+def _fetch(url: str, timeout: float) -> tuple[int, bytes]:
+    """Status and body; a 503 carries its report too. NotifierError when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+    except urllib.error.URLError as exc:
+        raise NotifierError(f"cannot reach the health endpoint at {url}: {exc.reason}") from None
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise NotifierError(f"cannot reach the health endpoint at {url}: {exc}") from None
+
+
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise NotifierError(f"--data is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise NotifierError(f"--data must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _one_line(data: bytes | str) -> str:
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    return text.replace("\r", "\\r").replace("\n", "\\n")  # JSON never has raw newlines; others may
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a PSUBSCRIBE pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
+def _redis_failure(config: NotifierConfig, exc: BaseException) -> str:
+    error = scrub(f"{type(exc).__name__}: {exc}", url_password(config.redis.url))
+    return f"redis at {config.redis.safe_url}: {error}"
+
+
+def _configure_logging(verbose: bool) -> None:
+    """This command line is an application: it decides where the library's log events go
+    (stderr) and, unless --verbose, keeps all but errors out of the way."""
+    threshold = logging.DEBUG if verbose else logging.ERROR
+
+    def keep(_logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+        if logging.getLevelNamesMapping().get(method.upper(), logging.ERROR) < threshold:
+            raise structlog.DropEvent
+        return event
+
+    structlog.configure(
+        processors=[
+            keep,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%H:%M:%S"),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+# Arguments --------------------------------------------------------------------------------
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {kind.__name__}: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="notifier", description="Task notifications over Redis pub/sub: operator tools."
+    )
+    # Accepted before or after the command; SUPPRESS keeps a subcommand from resetting it.
+    common = argparse.ArgumentParser(add_help=False)
+    for p, default in ((parser, None), (common, argparse.SUPPRESS)):
+        p.add_argument(
+            "--config",
+            metavar="PATH",
+            default=default,
+            help="config file (default: $NOTIFIER_CONFIG, else ./config.toml, else defaults)",
+        )
+        p.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=False if default is None else default,
+            help="show the library's log events on stderr",
+        )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    def command(name: str, run: Callable[[argparse.Namespace], int], doc: str) -> Any:
+        sub = commands.add_parser(name, parents=[common], help=doc, description=doc)
+        sub.set_defaults(run=run)
+        return sub
+
+    check = command("check-config", check_config, "Validate a config file; exit 1 if invalid.")
+    check.add_argument("path", nargs="?", help="the file (default: --config, or the lookup)")
+
+    probe = command("health", health, "Query the health endpoint; exit 0 healthy, 1 not.")
+    probe.add_argument("--url", help="the endpoint (default: from [health] host and port)")
+    probe.add_argument("--timeout", type=_positive(float), default=HTTP_TIMEOUT, metavar="S")
+
+    sub = command("listen", listen, "Print each event as it arrives, one JSON line each.")
+    which = sub.add_mutually_exclusive_group(required=True)
+    which.add_argument("task_id", nargs="?", help="one task's events")
+    which.add_argument("--all", action="store_true", help="every task's events")
+    sub.add_argument("--count", type=_positive(int), metavar="N", help="exit after N events")
+    sub.add_argument("--timeout", type=_positive(float), metavar="S", help="exit after S seconds")
+
+    pub = command("publish", publish, "Publish one event through a notifier; exit 1 if lost.")
+    pub.add_argument("task_id")
+    pub.add_argument("--type", required=True, help="event type, e.g. progress")
+    pub.add_argument("--data", metavar="JSON", help="a JSON object (default: {})")
+    pub.add_argument(
+        "--timeout",
+        type=_positive(float),
+        metavar="S",
+        help="seconds to deliver it (default: shutdown.drain_timeout)",
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

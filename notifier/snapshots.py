@@ -1,0 +1,295 @@
+"""Heartbeat snapshots: one small JSON file per notifier, written by it, read by the health server.
+
+Every notifier process -- the one that serves the endpoint, a Celery prefork child, any forked
+child -- writes ``<state_dir>/<pid>-<n>.json`` at each heartbeat of its notifier thread, atomically
+(a temporary file, then ``os.replace``). The serving process reads the directory on each request
+and judges each snapshot by its age and content. A process needs nothing from the server but the
+directory's name, which a forked child inherits, so the picture stays right across forks: a new
+child appears when it first writes, a child that exits removes its file, and the file of one that
+was killed is deleted by the reader once its pid is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import re
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from structlog.typing import FilteringBoundLogger
+
+if TYPE_CHECKING:
+    from notifier.publisher import Notifier
+
+NO_REPORT = "no notifier has reported yet"
+# "<pid>-<n>.json", and the temporary file it is written through.
+_FILE_NAME = re.compile(r"^(\d+)-(\d+)\.json(\.tmp)?$")
+_numbers = itertools.count(1)  # tells apart several notifiers of one process
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One notifier's figures at its last heartbeat, with the limits it is to be judged by."""
+
+    pid: int
+    notifier: int
+    written_at: float
+    heartbeat_at: float
+    loop_lag: float
+    connected: bool
+    last_error: str | None  # already scrubbed of the Redis password by the notifier thread
+    queue_size: int
+    queue_capacity: int
+    pending: int
+    published: int
+    dropped: int
+    dropped_by_reason: dict[str, int]
+    reconnects: int
+    last_publish_at: float | None
+    redis_url: str  # redacted
+    stale_after: float
+    max_loop_lag: float
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Snapshot:
+        """Parse what :meth:`to_json` wrote; ValueError, TypeError or KeyError if it is not one."""
+        reasons = raw["dropped_by_reason"]
+        if not isinstance(reasons, dict):
+            raise TypeError("dropped_by_reason must be an object")
+        return cls(
+            pid=int(raw["pid"]),
+            notifier=int(raw["notifier"]),
+            written_at=float(raw["written_at"]),
+            heartbeat_at=float(raw["heartbeat_at"]),
+            loop_lag=float(raw["loop_lag"]),
+            connected=bool(raw["connected"]),
+            last_error=_optional(str, raw["last_error"]),
+            queue_size=int(raw["queue_size"]),
+            queue_capacity=int(raw["queue_capacity"]),
+            pending=int(raw["pending"]),
+            published=int(raw["published"]),
+            dropped=int(raw["dropped"]),
+            dropped_by_reason={str(k): int(v) for k, v in reasons.items()},
+            reconnects=int(raw["reconnects"]),
+            last_publish_at=_optional(float, raw["last_publish_at"]),
+            redis_url=str(raw["redis_url"]),
+            stale_after=float(raw["stale_after"]),
+            max_loop_lag=float(raw["max_loop_lag"]),
+        )
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+
+def _optional(kind: Callable[[Any], _T], value: Any) -> _T | None:
+    return None if value is None else kind(value)
+
+
+class SnapshotWriter:
+    """Writes one notifier's snapshot at each of its heartbeats.
+
+    ``beat`` runs on the notifier thread (it is a heartbeat listener): it takes the ledger's lock
+    for a moment and writes a few hundred bytes, never more. ``directory`` says where, at each
+    beat, so that a writer follows a server that was restarted; None means nowhere.
+    """
+
+    def __init__(
+        self,
+        notifier: Notifier,
+        directory: Callable[[], str | None],
+        log: FilteringBoundLogger,
+    ) -> None:
+        # Weak: the notifier holds this writer (as a listener); the writer must not keep it alive.
+        self._notifier = weakref.ref(notifier)
+        self._directory = directory
+        self._log = log
+        self.number = next(_numbers)
+        self._failing = False
+
+    def beat(self, loop_lag: float) -> None:
+        notifier, directory = self._notifier(), self._directory()
+        if notifier is None or directory is None:
+            return
+        stats, health = notifier.stats(), notifier.config.health
+        pid = os.getpid()  # not stats["pid"]: in a forked child it is the child that beats
+        snapshot = Snapshot(
+            pid=pid,
+            notifier=self.number,
+            written_at=time.time(),
+            heartbeat_at=stats["heartbeat_at"] or time.time(),
+            loop_lag=loop_lag,
+            connected=stats["connected"],
+            last_error=stats["last_error"],
+            queue_size=stats["queue_size"],
+            queue_capacity=stats["queue_capacity"],
+            pending=stats["pending"],
+            published=stats["published"],
+            dropped=stats["dropped"],
+            dropped_by_reason=stats["dropped_by_reason"],
+            reconnects=stats["reconnects"],
+            last_publish_at=stats["last_publish_at"],
+            redis_url=notifier.config.redis.safe_url,
+            stale_after=health.stale_after,
+            max_loop_lag=health.max_loop_lag,
+        )
+        path = os.path.join(directory, f"{pid}-{self.number}.json")
+        try:
+            with open(path + ".tmp", "wb") as fh:
+                fh.write(snapshot.to_json())
+            os.replace(path + ".tmp", path)  # readers see the old snapshot or the new, never half
+        except OSError as exc:
+            # Once per failure streak: this runs at every heartbeat.
+            if not self._failing:
+                self._log.warning("health_snapshot_failed", path=path, error=str(exc))
+            self._failing = True
+        else:
+            self._failing = False
+
+    def remove(self) -> None:
+        """Delete this process's snapshot: the notifier closed or the process is exiting."""
+        directory = self._directory()
+        if directory is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, f"{os.getpid()}-{self.number}.json"))
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessHealth:
+    """A snapshot judged at one moment: healthy when ``reasons`` is empty."""
+
+    snapshot: Snapshot
+    heartbeat_age: float
+    reasons: list[str]
+
+    @property
+    def thread_alive(self) -> bool:
+        return self.heartbeat_age <= self.snapshot.stale_after
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.snapshot
+        return {
+            "pid": s.pid,
+            "notifier": s.notifier,
+            "healthy": not self.reasons,
+            "reasons": self.reasons,
+            "thread_alive": self.thread_alive,
+            "heartbeat_at": s.heartbeat_at,
+            "heartbeat_age": round(self.heartbeat_age, 3),
+            "loop_lag": round(s.loop_lag, 4),
+            "connected": s.connected,
+            "last_error": s.last_error,
+            "queue_size": s.queue_size,
+            "queue_capacity": s.queue_capacity,
+            "pending": s.pending,
+            "published": s.published,
+            "dropped": s.dropped,
+            "dropped_by_reason": s.dropped_by_reason,
+            "reconnects": s.reconnects,
+            "last_publish_at": s.last_publish_at,
+            "redis_url": s.redis_url,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Every live notifier's health; healthy when there is at least one and all are."""
+
+    processes: list[ProcessHealth]
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.processes) and not self.reasons
+
+    @property
+    def reasons(self) -> list[str]:
+        if not self.processes:
+            return [NO_REPORT]
+        return [f"pid {p.snapshot.pid}: {r}" for p in self.processes for r in p.reasons]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": "ok" if self.healthy else "unhealthy",
+            "reasons": self.reasons,
+            "processes": [p.to_dict() for p in self.processes],
+        }
+
+
+def judge(snapshot: Snapshot, now: float) -> ProcessHealth:
+    """Apply the health rules to one snapshot."""
+    age = max(0.0, now - snapshot.heartbeat_at)
+    reasons = []
+    if age > snapshot.stale_after:
+        # The other figures are as old as the heartbeat: only this reason is known to be true.
+        reasons.append(
+            f"notifier thread dead or event loop blocked (last heartbeat {age:.1f}s ago)"
+        )
+    else:
+        if snapshot.loop_lag > snapshot.max_loop_lag:
+            reasons.append(
+                f"event loop lagging ({snapshot.loop_lag:.2f}s late, "
+                f"limit {snapshot.max_loop_lag}s)"
+            )
+        if not snapshot.connected:
+            reasons.append(
+                f"redis unreachable: {snapshot.last_error}"
+                if snapshot.last_error
+                else "redis not connected yet"
+            )
+    return ProcessHealth(snapshot, age, reasons)
+
+
+def read_report(directory: str, log: FilteringBoundLogger) -> Report:
+    """Read and judge every snapshot in ``directory``; delete those of processes that are gone."""
+    processes = []
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        match = _FILE_NAME.match(name)
+        if match is None:
+            continue
+        path = os.path.join(directory, name)
+        if not pid_alive(int(match[1])):
+            with contextlib.suppress(FileNotFoundError):  # another request got there first
+                os.unlink(path)
+            continue
+        if match[3]:
+            continue  # being written
+        try:
+            with open(path, "rb") as fh:
+                snapshot = Snapshot.from_dict(json.load(fh))
+        except FileNotFoundError:
+            continue  # its notifier closed just now
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.debug("health_snapshot_unreadable", path=path, error=str(exc))
+            continue
+        processes.append(judge(snapshot, time.time()))
+    processes.sort(key=lambda p: (p.snapshot.pid, p.snapshot.notifier))
+    return Report(processes)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while a process with this pid exists and has not exited (zombies count as gone)."""
+    if pid <= 0:
+        return False  # kill(0, ...) would mean our own process group
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists; it belongs to another user
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc here: the signal check is all there is
+    # A zombie has exited; its parent just has not reaped it yet.
+    return state != b"Z"

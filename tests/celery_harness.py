@@ -1,0 +1,74 @@
+"""A real Celery worker with a client, a task store and a subscriber, for end-to-end tests."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from notifier.testing import EventCollector, RedisServer, wait_until
+from tasks.launcher import WorkerProcess, client
+from tasks.store import TaskStore
+
+
+class Harness:
+    """A worker, a client, a store and a subscriber on one Redis and one database."""
+
+    def __init__(self, redis: RedisServer, db_url: str, tmp: Path, **worker: Any) -> None:
+        self.redis_url = redis.url
+        self.store = TaskStore(db_url)
+        self.config = tmp / f"config-{uuid.uuid4().hex[:6]}.toml"
+        notifier_url = worker.pop("notifier_url", redis.url)
+        celery_table = worker.pop("celery_table", "")
+        extra_toml = worker.pop("extra_toml", "")  # more tables, e.g. [health]
+        self.config.write_text(
+            f'[database]\nurl = "{db_url}"\n'
+            f'[celery]\nbroker_url = "{redis.url}"\nresult_backend = "{redis.url}"\n'
+            f"{celery_table}\n"
+            "[redis]\nconnect_timeout = 1.0\npublish_timeout = 1.0\n"
+            "[reconnect]\ninitial_backoff = 0.01\nmax_backoff = 0.2\n"
+            f"{extra_toml}\n"
+        )
+        env = {"NOTIFIER_CONFIG": str(self.config), "NOTIFIER_REDIS_URL": notifier_url}
+        self.worker = WorkerProcess(env, **worker)
+        self.app: Celery = client(redis.url)
+        self.collector = EventCollector(redis.url)
+
+    def __enter__(self) -> Harness:
+        self.collector.start()
+        self.worker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.worker.stop()
+        self.collector.close()
+        self.app.close()
+        self.store.close()
+
+    def new_task(self, steps: list[str], review_after: int | None = None) -> str:
+        task_id = f"wf-{uuid.uuid4().hex[:10]}"
+        self.store.create_task(task_id, steps, review_after=review_after)
+        return task_id
+
+    def run(self, name: str, *args: Any, timeout: float = 30) -> dict[str, Any]:
+        result: dict[str, Any] = self.send(name, *args).get(timeout=timeout)
+        return result
+
+    def send(self, name: str, *args: Any) -> Any:
+        return self.app.send_task(f"tasks.{name}", args=list(args), queue=self.worker.queue)
+
+    def events(self, task_id: str, until_type: str | None = None) -> list[dict[str, Any]]:
+        """The task's events; with ``until_type``, wait until one of that type has arrived."""
+
+        def mine() -> list[dict[str, Any]]:
+            return [e for e in self.collector.events if e["task_id"] == task_id]
+
+        if until_type is not None:
+            wait_until(lambda: any(e["type"] == until_type for e in mine()), 15)
+        return mine()
+
+
+def types(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events]

@@ -1,0 +1,226 @@
+"""The `notifier` command line, run as a subprocess the way an operator runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from health_helpers import REDIS_BOUND, health_config, healthy, serving
+
+from notifier.testing import RedisServer, free_port, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+CLEAN_ENV = {
+    k: v for k, v in os.environ.items() if k not in ("NOTIFIER_CONFIG", "NOTIFIER_REDIS_URL")
+}
+SCRIPT = Path(sys.executable).parent / "notifier"  # the console script pyproject declares
+
+
+def notifier_cli(*args: str, cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "notifier.cli", *args],
+        cwd=cwd,
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The single line a failing command printed on stderr (and nothing on stdout)."""
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert 1 == len(lines), done.stderr
+    assert lines[0].startswith("notifier: ")
+    return lines[0]
+
+
+def write_config(path: Path, redis_url: str, extra: str = "") -> Path:
+    path.write_text(f'[redis]\nurl = "{redis_url}"\nconnect_timeout = 1.0\n{extra}')
+    return path
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
+    """A valid file: exit 0 and '<path>: OK', through the installed console script."""
+    config = write_config(tmp_path / "good.toml", "redis://127.0.0.1:6379/0")
+    done = subprocess.run(
+        [str(SCRIPT), "check-config", str(config)],
+        cwd=tmp_path,
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (0, f"{config}: OK\n", "") == (done.returncode, done.stdout, done.stderr)
+
+
+def test_check_config_rejects_a_bad_file_in_one_line(tmp_path: Path) -> None:
+    """An invalid value: exit 1 and the ConfigError naming the file and key, no traceback."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[queue]\nmaxsize = -5\n")
+    done = notifier_cli("--config", str(bad), "check-config", cwd=tmp_path)
+    assert 1 == done.returncode
+    expected = f"notifier: {bad}: queue.maxsize must be a positive integer, got -5"
+    assert expected == one_error_line(done)
+    missing = notifier_cli("check-config", str(tmp_path / "nope.toml"), cwd=tmp_path)
+    assert 1 == missing.returncode
+    assert "file not found" in one_error_line(missing)
+
+
+def test_check_config_without_a_file_checks_the_defaults(tmp_path: Path) -> None:
+    """No path, no $NOTIFIER_CONFIG, no ./config.toml: the built-in defaults are OK."""
+    done = notifier_cli("check-config", cwd=tmp_path)
+    assert (0, "defaults: OK\n") == (done.returncode, done.stdout)
+
+
+def test_usage_errors_exit_2_and_every_command_has_help(tmp_path: Path) -> None:
+    """No command, or a missing required option, is a usage error (2); --help works on each."""
+    assert 2 == notifier_cli(cwd=tmp_path).returncode
+    assert 2 == notifier_cli("publish", "t1", cwd=tmp_path).returncode  # --type is required
+    assert 2 == notifier_cli("listen", cwd=tmp_path).returncode  # TASK_ID or --all
+    for command in ("check-config", "health", "listen", "publish"):
+        done = notifier_cli(command, "--help", cwd=tmp_path)
+        assert (0, True) == (done.returncode, done.stdout.startswith(f"usage: notifier {command}"))
+
+
+def test_health_reports_healthy_then_unhealthy(
+    redis_factory: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    """Exit 0 with a line for this process while healthy (URL from the config file), exit 1
+    naming the reason once Redis is down."""
+    redis = redis_factory()
+    with serving(health_config(redis.url)) as (_, server):
+        wait_until(lambda: healthy(server.url), 10)
+        config = write_config(
+            tmp_path / "c.toml", redis.url, f"[health]\nenabled = true\nport = {server.port}\n"
+        )
+        done = notifier_cli("--config", str(config), "health", cwd=tmp_path)
+        assert 0 == done.returncode, done.stderr
+        assert done.stdout.startswith(f"ok (HTTP 200 from {server.url}/health)")
+        assert f"pid {os.getpid()}, healthy, connected, queue 0/10000" in done.stdout
+
+        redis.kill()
+        wait_until(lambda: not healthy(server.url), REDIS_BOUND)
+        done = notifier_cli("health", "--url", server.url, cwd=tmp_path)
+        assert 1 == done.returncode
+        assert done.stdout.startswith("unhealthy (HTTP 503")
+        assert "UNHEALTHY: redis unreachable: " in done.stdout
+        assert "not connected" in done.stdout
+
+
+def test_health_says_when_nothing_answers(tmp_path: Path) -> None:
+    """No endpoint at the URL: exit 1 with one line saying it cannot be reached."""
+    url = f"http://127.0.0.1:{free_port()}/health"
+    done = notifier_cli("health", "--url", url, cwd=tmp_path)
+    assert 1 == done.returncode
+    assert one_error_line(done).startswith(f"notifier: cannot reach the health endpoint at {url}")
+
+
+def test_listen_prints_events_published_by_another_process(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """listen --count 2 prints the two events `notifier publish` sends, one JSON line each."""
+    config = str(write_config(tmp_path / "c.toml", redis_server.url))
+    errors = tmp_path / "listen.err"
+    with errors.open("w") as stderr:
+        listener = subprocess.Popen(
+            [sys.executable, "-m", "notifier.cli", "--config", config, "listen", "cli-1"]
+            + ["--count", "2", "--timeout", "30"],
+            cwd=tmp_path,
+            env=CLEAN_ENV,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        try:
+            # Subscribed (and confirmed) before it says so: nothing published after is missed.
+            wait_until(lambda: "listening on task:cli-1" in errors.read_text(), 20)
+            for step in ("one", "two"):
+                data = json.dumps({"name": step, "text": "héllo"})
+                args = ("publish", "cli-1", "--type", "step", "--data", data)
+                published = notifier_cli("--config", config, *args, cwd=tmp_path)
+                assert (0, "published step to task:cli-1\n") == (
+                    published.returncode,
+                    published.stdout,
+                )
+            out, _ = listener.communicate(timeout=30)
+        finally:
+            listener.kill()
+            listener.wait()
+    assert 0 == listener.returncode, errors.read_text()
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [("step", "one", "héllo"), ("step", "two", "héllo")] == [
+        (e["type"], e["data"]["name"], e["data"]["text"]) for e in events
+    ]
+    assert {"cli-1"} == {e["task_id"] for e in events}
+
+
+def test_listen_times_out_when_too_few_events_arrive(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """--count not reached within --timeout: exit 1 saying how many arrived; --all alone: 0."""
+    config = str(write_config(tmp_path / "c.toml", redis_server.url))
+    done = notifier_cli(
+        "--config", config, "listen", "cli-quiet", "--count", "1", "--timeout", "0.5", cwd=tmp_path
+    )
+    assert (1, "") == (done.returncode, done.stdout)
+    assert "notifier: 0 of 1 events arrived within 0.5s" == done.stderr.splitlines()[-1]
+    done = notifier_cli("--config", config, "listen", "--all", "--timeout", "0.5", cwd=tmp_path)
+    assert 0 == done.returncode, done.stderr
+
+
+def test_publish_refuses_bad_input_in_one_line(redis_server: RedisServer, tmp_path: Path) -> None:
+    """Bad JSON, a non-object, a bad task id or event type: exit 1, one clear line each."""
+    config = str(write_config(tmp_path / "c.toml", redis_server.url))
+    cases = {
+        ("t1", "--type", "x", "--data", "{oops"): "notifier: --data is not valid JSON: ",
+        (
+            "t1",
+            "--type",
+            "x",
+            "--data",
+            "[1, 2]",
+        ): "notifier: --data must be a JSON object, got list",
+        ("bad id", "--type", "x"): "notifier: task_id must not contain whitespace",
+        ("t1", "--type", "no spaces"): "notifier: event type must be",
+    }
+    for args, expected in cases.items():
+        done = notifier_cli("--config", config, "publish", *args, cwd=tmp_path)
+        assert 1 == done.returncode, args
+        assert one_error_line(done).startswith(expected), done.stderr
+
+
+def test_publish_reports_an_unreachable_redis_without_its_password(tmp_path: Path) -> None:
+    """Nothing listening at the URL: exit 1 with the reason, the password redacted."""
+    url = f"redis://:topsecret-pw@127.0.0.1:{free_port()}/0"
+    config = str(write_config(tmp_path / "c.toml", url))
+    args = ("publish", "t1", "--type", "x", "--timeout", "1")
+    done = notifier_cli("--config", config, *args, cwd=tmp_path)
+    assert 1 == done.returncode
+    line = one_error_line(done)
+    assert line.startswith("notifier: not published to task:t1 at redis://:***@127.0.0.1:")
+    assert "topsecret-pw" not in done.stdout + done.stderr
+    listen = notifier_cli("--config", config, "listen", "t1", "--timeout", "1", cwd=tmp_path)
+    assert 1 == listen.returncode
+    assert one_error_line(listen).startswith("notifier: redis at redis://:***@127.0.0.1:")
+    assert "topsecret-pw" not in listen.stdout + listen.stderr
+
+
+def test_publish_never_serves_the_health_endpoint(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """With [health] enabled in the config, `notifier publish` still does not bind the port."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "c.toml", redis_server.url, f"[health]\nenabled = true\nport = {port}\n"
+    )
+    done = notifier_cli("--config", str(config), "-v", "publish", "t1", "--type", "x", cwd=tmp_path)
+    assert 0 == done.returncode, done.stderr
+    assert "notifier_closed" in done.stderr  # --verbose shows the library's events
+    assert "health_endpoint_started" not in done.stderr
