@@ -218,8 +218,8 @@ class Sender:
             await self._lost_connection(self._describe(exc))
 
     async def _send(self, link: Link, batch: Sequence[Item]) -> list[object]:
-        """One pipelined round trip: a PUBLISH per event and, with history on, an XADD per event
-        and an EXPIRE per task, in the same buffer. Replies come back in the same order."""
+        """One pipelined round trip: a PUBLISH per event and, with history on, an XADD before
+        each and an EXPIRE per task, in the same buffer. Replies come back in the same order."""
         prefix, history = self._channel_prefix, self._history_prefix
         if history is None:
             publishes = [publish_command(prefix + t.encode(), data) for t, data in batch]
@@ -229,10 +229,12 @@ class Sender:
         for task_id, payload in batch:
             name = task_id.encode()
             key = keys.setdefault(name, history + name)
-            packed.append(publish_command(prefix + name, payload))
+            # XADD before PUBLISH: a consumer subscribes and then reads the stream, so an event it
+            # did not receive live must already be in the stream when it reads.
             packed.append(
                 command(b"XADD", key, b"MAXLEN", self._history_maxlen, b"*", b"event", payload)
             )
+            packed.append(publish_command(prefix + name, payload))
         packed += [command(b"EXPIRE", key, self._history_ttl) for key in keys.values()]
         return await link.execute(b"".join(packed), len(packed))
 
@@ -244,8 +246,8 @@ class Sender:
         n = len(batch)
         if self._history_prefix is None:
             publishes, history = replies, []
-        else:  # per event a PUBLISH and an XADD, then an EXPIRE per task
-            publishes, history = replies[: 2 * n : 2], [*replies[1 : 2 * n : 2], *replies[2 * n :]]
+        else:  # per event an XADD and a PUBLISH, then an EXPIRE per task
+            publishes, history = replies[1 : 2 * n : 2], [*replies[: 2 * n : 2], *replies[2 * n :]]
         failures = [isinstance(reply, ReplyError) for reply in publishes]
         for event, errors in (
             ("notification_publish_failed", [r for r in publishes if isinstance(r, ReplyError)]),

@@ -1,0 +1,340 @@
+"""Reading a task's events back, for a WebSocket gateway: its history first, then live.
+
+Runs in the caller's own event loop with redis.asyncio; nothing here touches a notifier thread.
+Each subscription has its own two connections (one for SUBSCRIBE, one for reading the stream).
+
+Why nothing is lost or repeated when a subscriber switches from history to live:
+
+1. SUBSCRIBE to the task's channel and wait for Redis to confirm it: from then on every PUBLISH
+   on the channel reaches us.
+2. Read the task's stream (XRANGE) and yield what it holds.
+3. Yield live messages, skipping event ids already yielded.
+
+An event published before step 1 is in the stream by step 2: the publisher sends each event's
+XADD before its PUBLISH in the same pipeline. As a second line of defence (a publisher of an
+older version, or another writer) the stream is read again, after the last entry read, when the
+first live message arrives on a connection and whenever the channel has been quiet for
+``check_interval``; an event whose live message was missed is then yielded late, never lost. A
+dropped connection is replaced and the same three steps run again, resuming after the last event
+yielded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from structlog.typing import FilteringBoundLogger
+
+from notifier.config import NotifierConfig, RedisConfig, default_config, url_password
+from notifier.events import TERMINAL_TYPES, check_task_id
+from notifier.logs import get_logger, scrub
+
+Event = dict[str, Any]
+
+# What a lost or unusable connection raises. ResponseError (a command Redis refused, such as
+# WRONGTYPE) is a RedisError too, but retrying cannot fix it: it is raised to the caller.
+_TRANSPORT_ERRORS = (RedisError, OSError, TimeoutError)
+# Stream entries read per XRANGE round trip; the stream is capped by the publishers' maxlen.
+_PAGE = 500
+# No silent retries inside redis-py: a reconnect it made on its own would resubscribe without
+# reading the stream again, and the events published meanwhile would be lost.
+_NO_RETRY = Retry(NoBackoff(), 0, supported_errors=())
+
+
+def subscribe(
+    task_id: str,
+    *,
+    redis_url: str | None = None,
+    replay: bool = True,
+    follow: bool = False,
+    config: NotifierConfig | None = None,
+    check_interval: float = 5.0,
+) -> AsyncGenerator[Event, None]:
+    """The task's events as decoded dicts: its history (with ``replay``), then live ones.
+
+    Each event is yielded once and in order, across the switch to live and across reconnects.
+    Ends after the first terminal event (``completed``, ``failed``) unless ``follow``; close it
+    with ``aclose()`` (or ``contextlib.aclosing``) to stop earlier and free its connections at
+    once: after a ``break``, only garbage collection closes it. ``check_interval``: how long the
+    channel may be quiet before the stream is read again and the connection is PINGed; a
+    connection that stays silent for two intervals is replaced. Raises InvalidEvent here, at the
+    call, for a malformed task id.
+    """
+    task_id = check_task_id(task_id)
+    if not check_interval > 0:
+        raise ValueError(f"check_interval must be positive, got {check_interval!r}")
+    cfg = _resolve(config, redis_url)
+    return _subscription(_Reader(cfg, task_id, check_interval), replay=replay, follow=follow)
+
+
+async def last_event(
+    task_id: str, *, redis_url: str | None = None, config: NotifierConfig | None = None
+) -> Event | None:
+    """The task's latest event from its history, or None when it has none (or no history is
+    kept). One attempt: a Redis that cannot be reached raises (RedisError, OSError, TimeoutError).
+    """
+    task_id = check_task_id(task_id)
+    cfg = _resolve(config, redis_url)
+    client = _client(cfg.redis)
+    try:
+        async with asyncio.timeout(cfg.redis.connect_timeout + cfg.redis.publish_timeout):
+            entries = await client.xrevrange(_stream_key(cfg, task_id), count=1)
+    finally:
+        await client.aclose()
+    for _entry_id, payload in _entries(entries):
+        return _decode(payload)
+    return None
+
+
+async def _subscription(
+    reader: _Reader, *, replay: bool, follow: bool
+) -> AsyncGenerator[Event, None]:
+    """The loop behind subscribe(): one feed at a time, replaced when its connection is lost."""
+    attempt = 0
+    try:
+        while True:
+            try:
+                feed = await reader.connect()
+                batch = await reader.start(feed, replay=replay)
+                attempt = 0
+                while True:
+                    for event in batch:
+                        yield event
+                        if not follow and event.get("type") in TERMINAL_TYPES:
+                            return
+                    batch = await reader.next_batch(feed)
+            except ResponseError:
+                raise  # Redis refused a command (WRONGTYPE, NOPERM): no retry can fix it
+            except _TRANSPORT_ERRORS as exc:
+                await reader.lost(exc, attempt)
+                attempt += 1
+    finally:
+        await reader.disconnect()
+
+
+class _Feed:
+    """One pair of connections: the subscription on one, stream reads on the other."""
+
+    def __init__(self, client: Redis, pubsub: PubSub, timeout: float) -> None:
+        self.client = client
+        self.pubsub = pubsub
+        self.timeout = timeout  # bound on one command's round trip
+        self.live_seen = False  # has a live message arrived on this feed yet?
+        self.pinged = False  # is a PING unanswered?
+
+    @classmethod
+    async def open(cls, cfg: RedisConfig, channel: bytes) -> _Feed:
+        """Connect and SUBSCRIBE; returns once Redis has confirmed the subscription."""
+        client = _client(cfg)
+        feed = cls(client, client.pubsub(), cfg.publish_timeout)
+        try:
+            async with asyncio.timeout(2 * cfg.connect_timeout):
+                await feed.pubsub.subscribe(channel)
+                # Nothing else can arrive before the confirmation; quiet reads just wait on.
+                while (await feed.message(cfg.connect_timeout)).get("type") != "subscribe":
+                    pass
+        except BaseException:
+            await feed.close()
+            raise
+        return feed
+
+    async def message(self, timeout: float) -> dict[str, Any]:
+        """The next message on the subscription, or {} after ``timeout`` of quiet."""
+        message: dict[str, Any] | None = await self.pubsub.get_message(timeout=timeout)
+        return message or {}
+
+    async def entries(self, key: bytes, after: bytes | None) -> list[tuple[bytes, bytes | None]]:
+        """``(stream id, payload)`` of every entry after ``after`` (all when None), in order."""
+        entries: list[tuple[bytes, bytes | None]] = []
+        while True:
+            start = b"-" if after is None else b"(" + after
+            async with asyncio.timeout(self.timeout):
+                page = _entries(await self.client.xrange(key, min=start, count=_PAGE))
+            entries += page
+            if len(page) < _PAGE:
+                return entries
+            after = page[-1][0]
+
+    async def latest_id(self, key: bytes) -> bytes | None:
+        async with asyncio.timeout(self.timeout):
+            latest = _entries(await self.client.xrevrange(key, count=1))
+        return latest[0][0] if latest else None
+
+    async def ping(self) -> None:
+        """Send a PING on the subscription; its PONG comes back as a message."""
+        async with asyncio.timeout(self.timeout):
+            await self.pubsub.ping()
+
+    async def close(self) -> None:
+        """Close both connections; they are abandoned either way, so errors are not raised."""
+        with contextlib.suppress(*_TRANSPORT_ERRORS):
+            await self.pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py: untyped
+        with contextlib.suppress(*_TRANSPORT_ERRORS):
+            await self.client.aclose()
+
+
+class _Reader:
+    """A subscription's state across feeds: what was yielded, and where the stream was last
+    read. Used by one subscription, in one task, at a time."""
+
+    def __init__(self, config: NotifierConfig, task_id: str, check_interval: float) -> None:
+        self.config = config
+        self.check_interval = check_interval
+        self.channel = (config.redis.channel_prefix + task_id).encode()
+        self.key = _stream_key(config, task_id)
+        self.log: FilteringBoundLogger = get_logger(
+            config.logging.level, redis_url=config.redis.safe_url, task_id=task_id
+        )
+        self._secret = url_password(config.redis.url)
+        # Event ids already yielded. A re-read returns only what the stream still holds, at most
+        # the publishers' maxlen entries, so a bound with room to spare keeps out every repeat.
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen_max = max(2 * config.history.maxlen, 1024)
+        self._last_entry: bytes | None = None  # stream id of the last entry read, if any
+        self._feed: _Feed | None = None
+        self._started = False  # a feed has worked before: later ones resume, never skip
+        self._dropped = False  # the last feed was lost: say so when a new one works
+
+    async def connect(self) -> _Feed:
+        self._feed = await _Feed.open(self.config.redis, self.channel)
+        return self._feed
+
+    async def start(self, feed: _Feed, *, replay: bool) -> list[Event]:
+        """The events the stream holds that were not yielded yet (none the first time, when
+        not replaying: later reads then start after what the stream holds now)."""
+        if self._dropped:
+            self._dropped = False
+            self.log.info("consumer_reconnected")
+        if not self._started and not replay:
+            self._last_entry = await feed.latest_id(self.key)
+            self._started = True
+            return []
+        events = await self._read_stream(feed)
+        self._started = True
+        return events
+
+    async def next_batch(self, feed: _Feed) -> list[Event]:
+        """Wait for the next live message; the new events it brings, in order, possibly none."""
+        message = await feed.message(self.check_interval)
+        kind = message.get("type")
+        if kind is None:  # quiet for a whole interval
+            if feed.pinged:
+                raise RedisConnectionError(f"no answer to PING within {self.check_interval}s")
+            feed.pinged = True
+            await feed.ping()
+            return await self._read_stream(feed)
+        feed.pinged = False  # anything at all proves the connection alive
+        if kind != "message":
+            return []  # a PONG
+        event = _decode(message.get("data"))
+        if event is None:
+            self.log.warning("consumer_bad_message", channel=self.channel.decode())
+            return []
+        if not feed.live_seen:
+            feed.live_seen = True
+            return [*await self._read_stream(feed), *self._new([event])]
+        return self._new([event])
+
+    async def lost(self, exc: BaseException, attempt: int) -> None:
+        """Drop the feed and wait before the next one, doubling the wait up to the cap."""
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        # The first failure of an outage is a warning; repeating it at every retry would flood.
+        emit = self.log.warning if attempt == 0 else self.log.debug
+        emit("consumer_disconnected", error=scrub(text, self._secret), attempts=attempt + 1)
+        self._dropped = True
+        await self.disconnect()
+        rc = self.config.reconnect
+        delay = min(rc.max_backoff, rc.initial_backoff * 2 ** min(attempt, 32))
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def disconnect(self) -> None:
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            await feed.close()
+
+    async def _read_stream(self, feed: _Feed) -> list[Event]:
+        """The stream's entries after the last one read, as new events, in stream order.
+        Nothing is recorded until the whole read succeeded: a failed one is simply redone."""
+        entries = await feed.entries(self.key, self._last_entry)
+        if not entries:
+            return []
+        self._last_entry = entries[-1][0]
+        events = []
+        for _entry_id, payload in entries:
+            event = _decode(payload)
+            if event is None:
+                self.log.warning("consumer_bad_message", key=self.key.decode())
+            else:
+                events.append(event)
+        return self._new(events)
+
+    def _new(self, events: list[Event]) -> list[Event]:
+        """The events not yielded before, now counted as yielded (the caller yields them all)."""
+        fresh = []
+        for event in events:
+            event_id = event["event_id"]
+            if event_id in self._seen:
+                continue
+            self._seen[event_id] = None
+            if len(self._seen) > self._seen_max:
+                self._seen.popitem(last=False)
+            fresh.append(event)
+        return fresh
+
+
+def _resolve(config: NotifierConfig | None, redis_url: str | None) -> NotifierConfig:
+    cfg = default_config() if config is None else config
+    return cfg if redis_url is None else replace(cfg, redis=replace(cfg.redis, url=redis_url))
+
+
+def _stream_key(config: NotifierConfig, task_id: str) -> bytes:
+    return (config.history.key_prefix + task_id).encode()
+
+
+def _client(cfg: RedisConfig) -> Redis:
+    return Redis.from_url(
+        cfg.url,
+        socket_connect_timeout=cfg.connect_timeout,
+        # No socket_timeout: with one, redis-py sends through asyncio.wait_for, which on Python
+        # 3.11 can swallow a cancellation (CPython issue 86296) and leave a closed subscription
+        # running. Every round trip here is bounded by asyncio.timeout instead.
+        socket_timeout=None,
+        retry=_NO_RETRY,
+        protocol=2,  # RESP2: no HELLO round trip; pub/sub messages are plain replies
+    )
+
+
+def _entries(reply: Sequence[tuple[object, object]] | None) -> list[tuple[bytes, bytes | None]]:
+    """XRANGE's reply as ``(entry id, payload)`` pairs; payload None without an ``event`` field."""
+    entries = []
+    for entry_id, fields in reply or ():
+        payload = fields.get(b"event") if isinstance(fields, dict) else None
+        if isinstance(entry_id, bytes):
+            entries.append((entry_id, payload if isinstance(payload, bytes) else None))
+    return entries
+
+
+def _decode(payload: object) -> Event | None:
+    """A notifier event from its wire bytes; None for anything else (it is skipped)."""
+    if not isinstance(payload, bytes):
+        return None
+    try:
+        event = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("event_id"), str):
+        return None
+    return event
