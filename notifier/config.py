@@ -136,6 +136,12 @@ class Table:
         """Defaults that depend on other keys of a file's table; overridden where needed."""
         return values
 
+    def at_least(self, key: str, other: str) -> None:
+        """``key`` must not be below ``other``, a key of the same table."""
+        value, floor = getattr(self, key), getattr(self, other)
+        if value < floor:
+            self.fail(key, f"must be at least {self.TABLE}.{other} ({floor}), got {value}")
+
     def fail(self, key: str, message: str) -> None:
         raise ConfigError(f"{self.TABLE}.{key} {message}", key=f"{self.TABLE}.{key}")
 
@@ -190,12 +196,7 @@ class ReconnectConfig(Table):
     max_backoff: float = setting(5.0, POSITIVE)
 
     def check_table(self) -> None:
-        if self.max_backoff < self.initial_backoff:
-            self.fail(
-                "max_backoff",
-                f"must be at least reconnect.initial_backoff "
-                f"({self.initial_backoff}), got {self.max_backoff}",
-            )
+        self.at_least("max_backoff", "initial_backoff")
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,12 +223,7 @@ class HealthConfig(Table):
     state_dir: str = setting("", ANY_STR)
 
     def check_table(self) -> None:
-        if self.stale_after < self.heartbeat_interval:
-            self.fail(
-                "stale_after",
-                f"must be at least health.heartbeat_interval ({self.heartbeat_interval}), "
-                f"got {self.stale_after}",
-            )
+        self.at_least("stale_after", "heartbeat_interval")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -17,11 +14,7 @@ from faultproxy import FaultProxy
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from notifier.testing import RedisServer
 
 
 def _client(port: int, timeout: float = 2.0, held: bool = False) -> redis.Redis:
@@ -38,53 +31,10 @@ def _client(port: int, timeout: float = 2.0, held: bool = False) -> redis.Redis:
 
 
 @pytest.fixture(scope="module")
-def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def redis_port() -> Iterator[int]:
     """A private redis-server for this module, answering PING before the first test."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not on PATH")
-    port = _free_port()
-    workdir: Path = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with _client(port, timeout=0.5) as r:
-                    r.ping()
-                break
-            except (redis.ConnectionError, redis.TimeoutError):
-                if time.monotonic() > deadline:
-                    raise
-            try:  # paces the poll and notices a server that died on start-up
-                proc.wait(timeout=0.02)
-                pytest.fail(f"redis-server exited with {proc.returncode}")
-            except subprocess.TimeoutExpired:
-                pass
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with RedisServer() as server:
+        yield server.port
 
 
 @pytest.fixture
