@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo gateway soak clean
+.PHONY: install test lint demo gateway soak bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is needed (set PYTHON=...)"; exit 1; }
@@ -32,6 +32,16 @@ demo: $(STAMP)
 # The example WebSocket gateway: GATEWAY_HOST, GATEWAY_PORT, NOTIFIER_REDIS_URL are read.
 gateway: $(STAMP)
 	$(BIN)/python -m examples.gateway
+
+# Not in CI: the notifier against the alternatives, side by side on one Redis; writes
+# bench/results/ (markdown table, JSON, PNG). Quicker: make bench BENCH_ARGS="--runs 1 --quick".
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # Not in CI: 10 minutes at 5,000 events/s with Redis killed every 60 s and the link reset every
 # 45 s; every event accounted for. Shorter: make soak SOAK_ARGS="--minutes 2".
