@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlsplit
+
+from redis.asyncio.connection import ConnectionPool
 
 from notifier.exceptions import ConfigError
 
@@ -66,18 +69,39 @@ def setting(default: Any, check: Check) -> Any:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``; safe for logs, reprs and errors."""
-    parts = urlsplit(url)
+    """The URL with any password replaced by ``***``; safe for logs, reprs and errors.
+
+    Also for URLs too malformed to parse: whatever stands between the scheme and the last ``@``
+    is then masked whole, since which part of it is the password cannot be told.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _mask_userinfo(url)
+    if "@" not in parts.netloc:
+        return _mask_userinfo(url) if "@" in url else _mask_query(url)
     netloc = parts.netloc
     if parts.password is not None:
         userinfo, _, hostinfo = netloc.rpartition("@")
-        user = userinfo.partition(":")[0]
-        netloc = f"{user}:***@{hostinfo}"
-    query = "&".join(
-        f"{k}=***" if k.lower() == "password" else f"{k}={v}"
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    )
-    return parts._replace(netloc=netloc, query=query).geturl()
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostinfo}"
+    return _mask_query(parts._replace(netloc=netloc).geturl())
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/{0,2}")
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
+
+
+def _mask_userinfo(url: str) -> str:
+    at = url.rfind("@")
+    if at == -1:
+        return _mask_query(url)
+    scheme = _SCHEME.match(url)
+    start = scheme.end() if scheme else 0
+    return url[:start] + "***" + _mask_query(url[at:])
+
+
+def _mask_query(url: str) -> str:
+    return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
 def url_password(url: str) -> str | None:
@@ -96,17 +120,24 @@ def _is_redis_url(url: str) -> bool:
     try:
         parts = urlsplit(url)
         if parts.scheme == "unix":
-            return bool(parts.path)
-        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-            return False
-        _ = parts.port  # raises ValueError for a non-numeric or out-of-range port
-        db = parts.path.lstrip("/")
-        return db == "" or db.isdigit()
-    except ValueError:
+            ok = bool(parts.path)
+        else:
+            _ = parts.port  # raises ValueError for a non-numeric or out-of-range port
+            db = parts.path.lstrip("/")
+            ok = parts.scheme in ("redis", "rediss") and bool(parts.hostname)
+            ok = ok and (db == "" or db.isdigit())
+        # The notifier thread builds its connection from the URL, options included: anything
+        # redis-py would refuse there must be refused here, before anything starts.
+        if ok:
+            ConnectionPool.from_url(url).make_connection()  # type: ignore[no-untyped-call]
+        return ok
+    except (ValueError, TypeError):
         return False
 
 
-REDIS_URL = Check(str, "a redis://, rediss:// or unix:// URL", _is_redis_url)
+REDIS_URL = Check(
+    str, "a redis://, rediss:// or unix:// URL (with options redis-py accepts)", _is_redis_url
+)
 
 
 class Table:

@@ -32,7 +32,7 @@ TERMINAL_TYPES = frozenset({"completed", "failed"})
 # A task id names a Redis channel (and, with history, a stream key). Whitespace and control
 # characters break line-based tools and logs; `*?[]` would make a PSUBSCRIBE listener match other
 # tasks' channels. Everything else, non-ASCII letters included, is allowed.
-_TASK_ID_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f*?\[\]]")
+_TASK_ID_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f-\x9f*?\[\]]")  # C0, DEL and C1 controls
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]+")
 _OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
@@ -181,14 +181,15 @@ def describe_error(error: object) -> tuple[str, str | None]:
     An exception becomes ``"ExcType: message"``; text over ERROR_MAX_CHARS is cut with a marker.
     """
     error_type = type(error).__name__ if isinstance(error, BaseException) else None
-    if isinstance(error, str):
-        text = error
-    else:
-        try:
-            message = str(error)
-        except Exception as exc:  # a broken __str__ must not take the failure report with it
-            message = f"<unprintable {type(error).__name__}: str() raised {type(exc).__name__}>"
-        text = f"{error_type}: {message}" if error_type and message else (error_type or message)
+    try:
+        if isinstance(error, str):
+            text = str.__str__(error)  # a plain copy: a str subclass's own methods may raise
+        else:
+            message = str.__str__(str(error))
+            text = f"{error_type}: {message}" if error_type and message else (error_type or message)
+    except Exception as exc:  # a broken __str__ must not take the failure report with it
+        text = f"<unprintable {type(error).__name__}: str() raised {type(exc).__name__}>"
+        text = f"{error_type}: {text}" if error_type else text
     if not text.isascii():
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return truncate(text, ERROR_MAX_CHARS), error_type

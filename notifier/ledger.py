@@ -62,8 +62,11 @@ class Ledger:
         return self._drop(reason, 1)
 
     def lose(self, reason: str, count: int = 1) -> dict[str, int] | None:
-        """Count accepted events that will never be published."""
+        """Count accepted events that will never be published; they are settled too, so a
+        flush() waiting for them is woken."""
         self.lost += count
+        if self._flush_waiters:
+            self._settled.notify_all()
         return self._drop(reason, count)
 
     def settle(self, failures: Sequence[bool], task_done: Callable[[], None]) -> None:

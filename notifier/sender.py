@@ -265,7 +265,10 @@ class Sender:
         except TimeoutError:
             self._connect_failed(f"connect timed out after {cfg.connect_timeout}s")
             return None
-        except TRANSPORT_ERRORS as exc:
+        except Exception as exc:
+            # Transport errors, and anything else that stops a connection from even being tried
+            # (an option redis-py refuses): reported like any failed connect, retried with
+            # backoff; the notifier thread itself must never die of it.
             self._connect_failed(self._describe(exc))
             return None
         self._link = link

@@ -45,7 +45,11 @@ BAD = [
     ("[redis]\nurl = 'redis://localhost:notaport/0'", "redis.url must be a redis://"),
     ("[redis]\nurl = 'redis://localhost:6379/x'", "redis.url must be a redis://"),
     ("[redis]\nurl = 'redis://'", "redis.url must be a redis://"),
-    ("[redis]\nurl = 6379", "redis.url must be a redis://, rediss:// or unix:// URL, got 6379"),
+    ("[redis]\nurl = 6379", "redis.url must be a redis://, rediss:// or unix:// URL (with options"),
+    (
+        "[redis]\nurl = 'redis://h/0?foo=bar'",
+        "redis.url must be a redis://, rediss:// or unix:// URL",
+    ),
     ("[redis]\nconnect_timeout = 0", "redis.connect_timeout must be a positive number, got 0.0"),
     (
         "[redis]\npublish_timeout = -1.0",

@@ -167,10 +167,6 @@ def test_lagging_loop_is_503_until_it_catches_up(redis_server: RedisServer) -> N
         wait_until(lambda: healthy(server.url), 10)
 
 
-@pytest.mark.xfail(
-    not hasattr(Notifier, "on_close"),
-    reason="needs Notifier.on_close to remove the snapshot at close()",
-)
 def test_closed_notifier_disappears_from_the_report(redis_server: RedisServer) -> None:
     """A notifier closed in a running process is removed from the report, not shown dead."""
     with serving(health_config(redis_server.url)) as (notifier, server):
