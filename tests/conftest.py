@@ -85,3 +85,36 @@ def proxy_factory() -> Iterator[Callable[[RedisServer], FaultProxy]]:
     yield make
     for proxy in proxies:
         proxy.close()
+
+
+# Every password the suite gives a Redis server or puts in a URL. None may appear in anything a
+# test printed or logged (stdout, stderr, log records), across the whole suite: the library
+# redacts them everywhere. Checked per test report; a leak fails the session.
+TEST_PASSWORDS = (
+    "s3cr3t-Pa55word",
+    "wr0ng-Pa55word",
+    "hunter2-secret-pw",
+    "Sup3r-s3cret-pw",
+    "pw-Zq8",
+    "limited-pw",
+)
+_leaks: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for section, content in report.sections:
+        for secret in TEST_PASSWORDS:
+            if secret in content:
+                _leaks.append(f"{report.nodeid} ({section}): {secret!r}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _leaks:
+        terminalreporter.section("passwords in captured output", red=True)
+        for leak in dict.fromkeys(_leaks):
+            terminalreporter.line(leak)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
