@@ -1,10 +1,14 @@
-"""A latency-measuring subscriber, run as its own process.
+"""A subscriber for the benchmarks, run as its own process so that it has a core of its own.
 
-It subscribes to one channel with a raw socket and hiredis (C parsing, so it keeps up), and for
-each message computes now - data["sent_ns"] on CLOCK_MONOTONIC, which every process on the
-machine shares. On the message {"end": true} it prints the latencies' summary as JSON and exits.
+It subscribes to one channel with a raw socket and hiredis (replies parsed in C, read 64 KiB at a
+time), which keeps up with several hundred thousand messages a second where redis-cli piped into
+awk managed about 56,000 on this machine. Two modes:
 
-    python -m bench.subscriber PORT CHANNEL
+- ``latency``: for each message, now - data["sent_ns"] on CLOCK_MONOTONIC (shared by every process
+  on the machine); on {"end": true} it prints the latencies' summary as JSON and exits.
+- ``count``: counts messages; on the message ``END`` it prints the count and exits.
+
+    python -m bench.subscriber PORT CHANNEL [latency|count]
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 import hiredis
 
 
-def main(port: int, channel: str) -> None:
+def main(port: int, channel: str, mode: str = "latency") -> None:
     sock = socket.create_connection(("127.0.0.1", port))
     reader = hiredis.Reader()
     name = channel.encode()
@@ -33,6 +37,12 @@ def main(port: int, channel: str) -> None:
         reader.feed(data)
         while (reply := reader.gets()) is not False:
             if not isinstance(reply, list) or reply[0] != b"message":
+                continue
+            if mode == "count":
+                if reply[2] == b"END":
+                    print(len(latencies), flush=True)
+                    return
+                latencies.append(0)
                 continue
             event = json.loads(reply[2])
             payload = event.get("data", event)
@@ -61,4 +71,4 @@ def percentile(ordered: list[int], q: float) -> float:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2])
+    main(int(sys.argv[1]), sys.argv[2], *sys.argv[3:])
