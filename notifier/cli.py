@@ -25,11 +25,11 @@ from urllib.parse import urlsplit
 import redis
 import structlog
 
-from notifier.config import NotifierConfig, load_config, url_password
+from notifier.config import NotifierConfig, load_config
 from notifier.events import check_task_id
 from notifier.exceptions import NotifierError
-from notifier.logs import scrub
 from notifier.publisher import Notifier
+from notifier.redaction import scrub, url_password
 
 HTTP_TIMEOUT = 5.0
 

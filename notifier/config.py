@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from redis.asyncio.connection import ConnectionPool
 
 from notifier.exceptions import ConfigError
+from notifier.redaction import redact_url
 
 ENV_CONFIG = "NOTIFIER_CONFIG"
 ENV_REDIS_URL = "NOTIFIER_REDIS_URL"
@@ -66,54 +66,6 @@ def one_of(*choices: str) -> Check:
 def setting(default: Any, check: Check) -> Any:
     """A dataclass field that carries the check its value must pass."""
     return field(default=default, metadata={"check": check})
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``; safe for logs, reprs and errors.
-
-    Also for URLs too malformed to parse: whatever stands between the scheme and the last ``@``
-    is then masked whole, since which part of it is the password cannot be told.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return _mask_userinfo(url)
-    if "@" not in parts.netloc:
-        return _mask_userinfo(url) if "@" in url else _mask_query(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{hostinfo}"
-    return _mask_query(parts._replace(netloc=netloc).geturl())
-
-
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/{0,2}")
-_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
-
-
-def _mask_userinfo(url: str) -> str:
-    at = url.rfind("@")
-    if at == -1:
-        return _mask_query(url)
-    scheme = _SCHEME.match(url)
-    start = scheme.end() if scheme else 0
-    return url[:start] + "***" + _mask_query(url[at:])
-
-
-def _mask_query(url: str) -> str:
-    return _QUERY_PASSWORD.sub(r"\1***", url)
-
-
-def url_password(url: str) -> str | None:
-    """The password a Redis URL carries, so that it can be scrubbed from text we did not write."""
-    try:
-        parts = urlsplit(url)
-        for key, value in parse_qsl(parts.query):
-            if key.lower() == "password" and value:
-                return value
-        return parts.password or None
-    except ValueError:
-        return None
 
 
 def _is_redis_url(url: str) -> bool:

@@ -38,9 +38,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from structlog.typing import FilteringBoundLogger
 
-from notifier.config import NotifierConfig, RedisConfig, default_config, url_password
+from notifier.config import NotifierConfig, RedisConfig, default_config
 from notifier.events import TERMINAL_TYPES, check_task_id
-from notifier.logs import get_logger, scrub
+from notifier.logs import get_logger
+from notifier.redaction import scrub, url_password
 
 Event = dict[str, Any]
 

@@ -25,8 +25,3 @@ def get_logger(level: str, **context: Any) -> FilteringBoundLogger:
         **context,
     )
     return logger
-
-
-def scrub(text: str, secret: str | None) -> str:
-    """``text`` with ``secret`` replaced by ``***``: for error text we did not write ourselves."""
-    return text.replace(secret, "***") if secret else text

@@ -21,10 +21,10 @@ import janus
 from redis.exceptions import RedisError
 from structlog.typing import FilteringBoundLogger
 
-from notifier.config import NotifierConfig, url_password
+from notifier.config import NotifierConfig
 from notifier.ledger import CRASHED, SHUTDOWN, Ledger
 from notifier.link import PING, Link, ReplyError, command, publish_command
-from notifier.logs import scrub
+from notifier.redaction import scrub, url_password
 
 # One queued event: the task id (it names the channel) and the encoded message.
 Item = tuple[str, bytes]
