@@ -20,7 +20,7 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check notifier tasks tests examples
+	$(BIN)/ruff format --check notifier tasks tests examples bench
 	$(BIN)/mypy
 
 test: lint

@@ -40,8 +40,17 @@ class Check:
         if isinstance(value, bool) and self.kind is not bool:
             return False  # bool is an int subclass; `maxsize = true` is a mistake, not 1
         if self.kind is float and isinstance(value, int):
-            value = float(value)
+            value = _as_float(value)
         return isinstance(value, self.kind) and self.ok(value)
+
+
+def _as_float(value: int) -> float | int:
+    """An integer given for a number of seconds, as a float; one too big for a float stays an
+    int, which the check then refuses (a ConfigError, not an OverflowError)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return value
 
 
 POSITIVE_INT = Check(int, "a positive integer", lambda v: v > 0)
@@ -277,7 +286,7 @@ def _build_table(kind: type[Table], raw: Any) -> Table:
             )
         check: Check = f.metadata["check"]
         if check.kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            value = _as_float(value)
         values[key] = value
     return kind(**kind.fill_defaults(values))
 

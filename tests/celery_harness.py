@@ -56,6 +56,18 @@ class Harness:
         result: dict[str, Any] = self.send(name, *args).get(timeout=timeout)
         return result
 
+    def run_all(self, name: str, args: list[tuple[Any, ...]], timeout: float) -> list[Any]:
+        """Send every task at once, then collect their results in order.
+
+        The AsyncResult handles are dropped here, while the worker and Redis are still up: a
+        handle collected later unsubscribes over a connection that may be gone, and the error it
+        raises in __del__ would surface as an unraisable-exception warning in some later test.
+        """
+        pending = [self.send(name, *task_args) for task_args in args]
+        results = [result.get(timeout=timeout) for result in pending]
+        del pending
+        return results
+
     def send(self, name: str, *args: Any) -> Any:
         return self.app.send_task(f"tasks.{name}", args=list(args), queue=self.worker.queue)
 

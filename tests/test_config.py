@@ -62,6 +62,7 @@ BAD = [
         "reconnect.max_backoff must be at least reconnect.initial_backoff",
     ),
     ("[shutdown]\ndrain_timeout = -1", "shutdown.drain_timeout must be a non-negative number"),
+    ("[shutdown]\ndrain_timeout = 1" + "0" * 400, "shutdown.drain_timeout must be a non-negative"),
     ("[logging]\nlevel = 'verbose'", "logging.level must be one of 'debug', 'info'"),
 ]
 

@@ -337,10 +337,9 @@ def test_prefork_child_per_task_delivers_every_event_of_200_tasks(
     started = time.monotonic()
     with Harness(redis, f"sqlite:///{tmp_path / 'tasks.db'}", tmp_path, max_tasks_per_child=1) as h:
         task_ids = [h.new_task(["noop"]) for _ in range(tasks)]
-        results = [h.send("start_workflow", t) for t in task_ids]
-        assert [{"success": True, "status": "completed"}] * tasks == [
-            r.get(timeout=90) for r in results
-        ]
+        assert [{"success": True, "status": "completed"}] * tasks == h.run_all(
+            "start_workflow", [(t,) for t in task_ids], timeout=90
+        )
         expected = {(t, kind) for t in task_ids for kind in ("progress", "completed")}
 
         def arrived() -> set[tuple[str, str]]:
