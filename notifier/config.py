@@ -11,7 +11,7 @@ import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -319,12 +319,3 @@ def load_config(path: str | os.PathLike[str] | None = None) -> NotifierConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", path=name) from None
     return NotifierConfig.from_mapping(data, path=name).with_env()
-
-
-def table_defaults(kind: type[Table]) -> dict[str, Any]:
-    """A table's keys and defaults, for documentation and the CLI."""
-    return {
-        f.name: f.default
-        for f in fields(kind)  # type: ignore[arg-type]
-        if f.default is not MISSING
-    }
