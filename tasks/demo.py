@@ -27,7 +27,7 @@ from tasks.settings import ENV_DATABASE_URL, load_settings
 from tasks.store import TaskStore
 
 COLOURS = {"progress": "36", "completed": "32", "failed": "31", "waiting_review": "33"}
-TERMINAL = {"completed", "failed"}
+CHILDREN = 2  # prefork children; each reports its notifier counters when it exits
 
 
 @dataclass
@@ -106,8 +106,8 @@ def main() -> int:
         collector = stack.enter_context(
             EventCollector(settings.notifier.redis.url, on_event=screen.event)
         )
-        worker = stack.enter_context(WorkerProcess({}, pool="prefork", concurrency=2))
-        print(f"celery worker {worker.name}: prefork, 2 children\n")
+        worker = stack.enter_context(WorkerProcess({}, pool="prefork", concurrency=CHILDREN))
+        print(f"celery worker {worker.name}: prefork, {CHILDREN} children\n")
         app = client(settings.broker_url, settings.result_backend)
         stack.callback(app.close)
 
@@ -130,9 +130,13 @@ def main() -> int:
         # On a timeout the table below shows which rows miss their last notification.
         with contextlib.suppress(TimeoutError):
             wait_until(lambda: all(_type(last(s.task_id)) == s.expected for s in plan), 15)
-        worker.stop()
+        exit_code = worker.stop()
         closed = worker.log_events("notifier_closed")
-        return summary(screen, plan, store, last, closed, len(collector.raw))
+        healthy = summary(screen, plan, store, last, closed, len(collector.raw))
+        if len(closed) != CHILDREN:  # show why a child did not report
+            print(f"\nthe worker exited with {exit_code}; its last lines:\n{worker.output[-3000:]}")
+        print(screen.paint("demo OK", "32") if healthy else screen.paint("demo FAILED", "31"))
+        return 0 if healthy else 1
     return 1
 
 
@@ -158,7 +162,8 @@ def summary(
     last: Any,
     closed: list[dict[str, Any]],
     received: int,
-) -> int:
+) -> bool:
+    """Print the table and the counters; True when every row matches and every event arrived."""
     print()
     print(f"{'task':<28} {'database':<15} {'last notification':<18} {'expected':<10} match")
     all_ok = True
@@ -178,9 +183,13 @@ def summary(
         f"published={published} dropped={dropped} pending={pending}; "
         f"the subscriber received {received}"
     )
-    healthy = all_ok and dropped == 0 and pending == 0 and published == received
-    print(screen.paint("demo OK", "32") if healthy else screen.paint("demo FAILED", "31"))
-    return 0 if healthy else 1
+    return (
+        all_ok
+        and len(closed) == CHILDREN
+        and dropped == 0
+        and pending == 0
+        and published == received
+    )
 
 
 def _type(event: dict[str, Any] | None) -> str:

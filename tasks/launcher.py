@@ -51,6 +51,7 @@ class WorkerProcess:
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self.process: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
 
     def start(self, timeout: float = 60.0) -> Self:
         self.process = subprocess.Popen(
@@ -62,7 +63,8 @@ class WorkerProcess:
             text=True,
             start_new_session=True,  # a Ctrl-C in the terminal goes to us, not straight to it
         )
-        threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+        self._reader = threading.Thread(target=self._read, args=(self.process,), daemon=True)
+        self._reader.start()
         if not self.wait_for_line(READY_MARK, timeout):
             self.stop()
             raise RuntimeError("the celery worker did not become ready:\n" + self.output[-4000:])
@@ -71,10 +73,11 @@ class WorkerProcess:
     def _read(self, process: subprocess.Popen[str]) -> None:
         if process.stdout is None:  # never: we asked for a pipe
             return
-        for line in process.stdout:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
+        with process.stdout:  # read to the end of the output, then close our side
+            for line in process.stdout:
+                with self._changed:
+                    self.lines.append(line.rstrip("\n"))
+                    self._changed.notify_all()
         with self._changed:
             self._changed.notify_all()
 
@@ -110,7 +113,11 @@ class WorkerProcess:
         return events
 
     def stop(self, timeout: float = 30.0) -> int:
-        """Warm shutdown (SIGTERM): running tasks finish, children drain and exit."""
+        """Warm shutdown (SIGTERM): running tasks finish, children drain and exit.
+
+        Returns once the worker has exited *and* every line it printed has been read, so
+        ``log_events`` afterwards sees what its children logged on the way out.
+        """
         process = self.process
         if process is None:
             return 0
@@ -121,8 +128,8 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        if self._reader is not None:
+            self._reader.join(timeout)  # the pipe ends when the worker and its children are gone
         return process.returncode
 
     def __enter__(self) -> Self:
