@@ -36,11 +36,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from structlog.typing import FilteringBoundLogger
 
 from notifier.config import NotifierConfig, RedisConfig, default_config
 from notifier.events import TERMINAL_TYPES, check_task_id
-from notifier.logs import get_logger
+from notifier.logs import Logger, get_logger
 from notifier.redaction import scrub, url_password
 
 Event = dict[str, Any]
@@ -196,7 +195,7 @@ class _Reader:
         self.check_interval = check_interval
         self.channel = (config.redis.channel_prefix + task_id).encode()
         self.key = _stream_key(config, task_id)
-        self.log: FilteringBoundLogger = get_logger(
+        self.log: Logger = get_logger(
             config.logging.level, redis_url=config.redis.safe_url, task_id=task_id
         )
         self._secret = url_password(config.redis.url)

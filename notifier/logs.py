@@ -2,18 +2,58 @@
 
 ``[logging] level`` filters the notifier's own events before they reach the application's
 processors, so a chatty level here never changes how the application's other loggers behave.
+
+Fork safety: structlog's ``PrintLogger`` holds a lock per output file while it writes, and nothing
+re-creates that lock in a forked child. A fork that lands while the notifier thread is writing a
+line would leave the child's copy of the lock held for good, and the child's first log line (its
+own notifier's ``notifier_connected``, say) would hang. So every line the notifier writes is
+written under ``_writing``, and a fork waits for it, as the standard library's ``logging`` does
+with its own locks.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from typing import Any
 
 import structlog
 from structlog.typing import FilteringBoundLogger
 
+_writing = threading.RLock()  # re-entrant: a processor may itself log through the notifier
 
-def get_logger(level: str, **context: Any) -> FilteringBoundLogger:
+
+class Logger:
+    """A structlog logger whose calls never overlap a fork."""
+
+    __slots__ = ("_logger",)
+
+    def __init__(self, logger: FilteringBoundLogger) -> None:
+        self._logger = logger
+
+    def debug(self, event: str, **kw: Any) -> None:
+        with _writing:
+            self._logger.debug(event, **kw)
+
+    def info(self, event: str, **kw: Any) -> None:
+        with _writing:
+            self._logger.info(event, **kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        with _writing:
+            self._logger.warning(event, **kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        with _writing:
+            self._logger.error(event, **kw)
+
+    def exception(self, event: str, **kw: Any) -> None:
+        with _writing:
+            self._logger.exception(event, **kw)
+
+
+def get_logger(level: str, **context: Any) -> Logger:
     """A lazy logger: the application's structlog configuration is looked up at each call (so
     ``capture_logs()`` sees our events), never frozen by an early ``bind()``."""
     logger: FilteringBoundLogger = structlog.wrap_logger(
@@ -24,4 +64,22 @@ def get_logger(level: str, **context: Any) -> FilteringBoundLogger:
         logger_factory_args=("notifier",),
         **context,
     )
-    return logger
+    return Logger(logger)
+
+
+def _hold_before_fork() -> None:
+    _writing.acquire()
+
+
+def _release_in_parent() -> None:
+    _writing.release()
+
+
+def _new_lock_in_child() -> None:
+    global _writing
+    _writing = threading.RLock()  # the parent's copy is held by the thread that forked
+
+
+os.register_at_fork(
+    before=_hold_before_fork, after_in_parent=_release_in_parent, after_in_child=_new_lock_in_child
+)

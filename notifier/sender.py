@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 import hiredis
 import janus
 from redis.exceptions import RedisError
-from structlog.typing import FilteringBoundLogger
 
 from notifier.config import NotifierConfig
 from notifier.ledger import CRASHED, SHUTDOWN, Ledger
 from notifier.link import PING, Link, ReplyError, command, publish_command
+from notifier.logs import Logger
 from notifier.redaction import scrub, url_password
 
 # One queued event: the task id (it names the channel) and the encoded message.
@@ -41,7 +41,7 @@ TRANSPORT_ERRORS = (RedisError, OSError, hiredis.ProtocolError)
 class Sender:
     """Takes batches off the queue and publishes them, reconnecting until they are delivered."""
 
-    def __init__(self, config: NotifierConfig, ledger: Ledger, log: FilteringBoundLogger) -> None:
+    def __init__(self, config: NotifierConfig, ledger: Ledger, log: Logger) -> None:
         self.config = config
         self.ledger = ledger
         self.log = log

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from structlog.typing import FilteringBoundLogger
+from notifier.logs import Logger
 
 if TYPE_CHECKING:
     from notifier.publisher import Notifier
@@ -104,7 +104,7 @@ class SnapshotWriter:
         self,
         notifier: Notifier,
         directory: Callable[[], str | None],
-        log: FilteringBoundLogger,
+        log: Logger,
     ) -> None:
         # Weak: the notifier holds this writer (as a listener); the writer must not keep it alive.
         self._notifier = weakref.ref(notifier)
@@ -245,7 +245,7 @@ def judge(snapshot: Snapshot, now: float) -> ProcessHealth:
     return ProcessHealth(snapshot, age, reasons)
 
 
-def read_report(directory: str, log: FilteringBoundLogger) -> Report:
+def read_report(directory: str, log: Logger) -> Report:
     """Read and judge every snapshot in ``directory``; delete those of processes that are gone."""
     processes = []
     try:

@@ -102,6 +102,55 @@ def test_library_never_configures_structlog(redis_server: RedisServer) -> None:
     )
 
 
+def test_a_fork_while_the_notifier_writes_a_log_line_leaves_the_child_able_to_log() -> None:
+    """structlog's PrintLogger holds a per-file lock while it writes and a forked child inherits it
+    as it was. The notifier's lines never overlap a fork, so a child's first line never hangs."""
+    output = run_script(
+        """
+        import os, select, sys, threading, warnings
+        import structlog
+        from notifier.logs import get_logger
+
+        entered, release = threading.Event(), threading.Event()
+
+        class SlowFile:  # a line that takes long to write: a fork will land in the middle of it
+            def write(self, text):
+                if "mid-write" in text:
+                    entered.set()
+                    release.wait(10)
+                sys.stdout.write(text)
+            def flush(self):
+                sys.stdout.flush()
+
+        structlog.configure(
+            processors=[structlog.processors.JSONRenderer()],
+            logger_factory=structlog.PrintLoggerFactory(SlowFile()),
+        )
+        log = get_logger("info")
+        writer = threading.Thread(target=log.info, args=("mid-write",))
+        writer.start()
+        assert entered.wait(10)
+        # Registered last, so it runs first of the before-fork hooks: the line goes on, and the
+        # notifier's own hook then waits for it to end.
+        os.register_at_fork(before=release.set)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads: on purpose
+            pid = os.fork()
+        if pid == 0:
+            log.info("child-logged")
+            os._exit(0)
+        exited = os.pidfd_open(pid)
+        if not select.select([exited], [], [], 10)[0]:
+            os.kill(pid, 9)
+            sys.exit("the child hung on its first log line")
+        os.close(exited)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        writer.join()
+        """,
+    )
+    assert '"event": "child-logged"' in output, output
+
+
 def test_old_pattern_fails_across_loops_and_notifier_path_does_not(
     redis_server: RedisServer,
     collector_factory: Callable[..., EventCollector],
