@@ -83,7 +83,7 @@ class Link:
             if isinstance(pong, ReplyError):
                 raise RedisConnectionError(f"PING answered with an error: {pong}")
         except BaseException:
-            await connection.disconnect(nowait=True)
+            await _discard(connection)
             raise
         return link
 
@@ -107,5 +107,19 @@ class Link:
         return out
 
     async def close(self) -> None:
-        """Close without waiting for the peer: the socket is abandoned either way."""
-        await self._connection.disconnect(nowait=True)
+        """Close at once, without waiting for the peer: the connection is abandoned either way."""
+        await _discard(self._connection)
+
+
+async def _discard(connection: AbstractConnection) -> None:
+    """Close the socket now and drop whatever is still buffered for it.
+
+    redis-py's ``disconnect`` closes the transport gracefully: a transport with unsent bytes
+    stays open until the peer reads them. A Redis that stopped reading (frozen, or behind a dead
+    link) never does, so each connection given up on would keep its socket and its buffer (up to
+    a whole batch) for as long as the process lives. ``abort()`` releases both at once.
+    """
+    writer = getattr(connection, "_writer", None)
+    if isinstance(writer, asyncio.StreamWriter):
+        writer.transport.abort()
+    await connection.disconnect(nowait=True)  # redis-py's own bookkeeping

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import threading
 import time
 import warnings
@@ -13,6 +15,7 @@ from helpers import assert_invariant
 from structlog.testing import capture_logs
 
 from notifier import Notifier
+from notifier.link import Link, publish_command
 from notifier.testing import EventCollector, RedisServer, wait_until
 
 
@@ -98,6 +101,39 @@ def test_send_past_publish_timeout_discards_the_connection(
     assert 20 == stats["published"]
     assert stats["resent"] >= 1
     assert_invariant(stats)
+
+
+def test_a_connection_given_up_on_releases_its_socket_and_buffer_at_once(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    """Redis frozen mid-batch (SIGSTOP): the send times out and closing the connection frees the
+    socket and the unsent bytes at once. A graceful close would wait for a Redis that never reads,
+    keeping both for every connection the notifier gave up on."""
+    server = redis_factory()
+    assert server.process is not None
+    frozen = server.process.pid
+
+    async def main() -> None:
+        link = await Link.open(server.url, 5.0)
+        writer = link._writer
+        batch = publish_command(b"task:frozen", b"x" * 1_000_000) * 32  # beyond socket buffers
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            try:
+                async with asyncio.timeout(0.3):
+                    await link.execute(batch, 32)
+            except TimeoutError:
+                pass
+            else:
+                raise AssertionError("a frozen Redis answered")
+            assert writer.transport.get_write_buffer_size() > 0  # bytes were still waiting
+            await link.close()
+            async with asyncio.timeout(2):  # the socket is closed: nothing is waited for
+                await writer.wait_closed()
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+
+    asyncio.run(main())
 
 
 def test_drop_oldest_delivers_the_newest_events_after_an_outage(
