@@ -145,6 +145,21 @@ def test_missing_task_row_still_notifies_and_logs_the_db_failure(harness: Harnes
     assert any(e["task_id"] == task_id for e in logged)
 
 
+def test_a_task_id_the_notifier_refuses_still_ends_the_task_as_failed(harness: Harness) -> None:
+    """The notifier refusing the id (a space in it) raises InvalidEvent inside the failure path:
+    failed_to_mark_task_as_failed is logged with it and the task still returns its failure."""
+    task_id = f"wf bad-{uuid.uuid4().hex[:6]}"
+    result = harness.run("resume_after_review", task_id, {"approved": True})
+    assert {"success": False, "status": "failed"} == {k: result[k] for k in ("success", "status")}
+    assert f"WorkflowError: task '{task_id}' not found" == result["error"]
+    assert harness.worker.wait_for_line('"failed_to_mark_task_as_failed"', 10)
+    (logged,) = [
+        e for e in harness.worker.log_events("failed_to_mark_task_as_failed")
+        if e["task_id"] == task_id
+    ]  # fmt: skip
+    assert "InvalidEvent" in str(logged["exception"])
+
+
 @pytest.mark.parametrize("flush_on_task_end", [True, False])
 def test_child_recycled_after_every_task_loses_no_notification(
     redis_for_celery: RedisServer, tmp_path: Path, flush_on_task_end: bool
