@@ -19,12 +19,13 @@ from typing import Any, Self
 
 import janus
 
+from notifier.batch import Item
 from notifier.config import NotifierConfig, default_config
 from notifier.events import check_event_type, check_task_id, encode_event, encode_failure
 from notifier.exceptions import InvalidEvent, NotifierError
 from notifier.ledger import CLOSED, EVICTED, QUEUE_FULL, Ledger
 from notifier.logs import get_logger
-from notifier.sender import Item, Sender
+from notifier.sender import Sender
 
 START_TIMEOUT = 5.0  # creating a loop and a queue in a new thread takes milliseconds
 FORCE_STOP_GRACE = 0.4  # after close()'s deadline, how long the thread gets to count and close

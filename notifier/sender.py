@@ -20,14 +20,12 @@ import hiredis
 import janus
 from redis.exceptions import RedisError
 
+from notifier.batch import Item, Packer
 from notifier.config import NotifierConfig
 from notifier.ledger import CRASHED, SHUTDOWN, Ledger
-from notifier.link import PING, Link, ReplyError, command, publish_command
+from notifier.link import PING, Link
 from notifier.logs import Logger
 from notifier.redaction import scrub, url_password
-
-# One queued event: the task id (it names the channel) and the encoded message.
-Item = tuple[str, bytes]
 
 # While events flow, how often the sender looks at the queue, and for how long after the last
 # event it keeps looking before it waits on the queue instead (see Sender._pump).
@@ -53,11 +51,7 @@ class Sender:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
         self._link: Link | None = None
-        self._channel_prefix = config.redis.channel_prefix.encode()
-        history = config.history
-        self._history_prefix = history.key_prefix.encode() if history.enabled else None
-        self._history_maxlen = b"%d" % history.maxlen
-        self._history_ttl = b"%d" % history.ttl_seconds
+        self._packer = Packer(config)
         self._outage_since: float | None = None
         self._failed_connects = 0
         self._was_connected = False
@@ -178,7 +172,7 @@ class Sender:
             if link is not None:
                 try:
                     async with asyncio.timeout(self.config.redis.publish_timeout):
-                        replies = await self._send(link, batch)
+                        replies = await link.execute(*self._packer.pack(batch))
                 except TimeoutError:
                     # The connection may have a reply in flight; reading it later would hand it to
                     # the wrong command (CVE-2023-28859). Throw the connection away.
@@ -217,45 +211,19 @@ class Sender:
         except TRANSPORT_ERRORS as exc:
             await self._lost_connection(self._describe(exc))
 
-    async def _send(self, link: Link, batch: Sequence[Item]) -> list[object]:
-        """One pipelined round trip: a PUBLISH per event and, with history on, an XADD before
-        each and an EXPIRE per task, in the same buffer. Replies come back in the same order."""
-        prefix, history = self._channel_prefix, self._history_prefix
-        if history is None:
-            publishes = [publish_command(prefix + t.encode(), data) for t, data in batch]
-            return await link.execute(b"".join(publishes), len(publishes))
-        packed: list[bytes] = []
-        keys: dict[bytes, bytes] = {}
-        for task_id, payload in batch:
-            name = task_id.encode()
-            key = keys.setdefault(name, history + name)
-            # XADD before PUBLISH: a consumer subscribes and then reads the stream, so an event it
-            # did not receive live must already be in the stream when it reads.
-            packed.append(
-                command(b"XADD", key, b"MAXLEN", self._history_maxlen, b"*", b"event", payload)
-            )
-            packed.append(publish_command(prefix + name, payload))
-        packed += [command(b"EXPIRE", key, self._history_ttl) for key in keys.values()]
-        return await link.execute(b"".join(packed), len(packed))
-
     def _settle(
         self, queue: janus.AsyncQueue[Item], batch: Sequence[Item], replies: Sequence[object]
     ) -> None:
         """Count the batch: an event is published when its PUBLISH succeeded. History writes that
         failed are logged; they do not make the live event undelivered."""
-        n = len(batch)
-        if self._history_prefix is None:
-            publishes, history = replies, []
-        else:  # per event an XADD and a PUBLISH, then an EXPIRE per task
-            publishes, history = replies[1 : 2 * n : 2], [*replies[: 2 * n : 2], *replies[2 * n :]]
-        failures = [isinstance(reply, ReplyError) for reply in publishes]
+        outcome = self._packer.read(len(batch), replies)
         for event, errors in (
-            ("notification_publish_failed", [r for r in publishes if isinstance(r, ReplyError)]),
-            ("notification_history_failed", [r for r in history if isinstance(r, ReplyError)]),
+            ("notification_publish_failed", outcome.publish_errors),
+            ("notification_history_failed", outcome.history_errors),
         ):
             if errors:
                 self.log.error(event, commands=len(errors), error=self._describe(errors[0]))
-        self.ledger.settle(failures, queue.task_done)
+        self.ledger.settle(outcome.failed, queue.task_done)
 
     async def _connect(self) -> Link | None:
         cfg = self.config.redis

@@ -1,0 +1,69 @@
+"""A batch of events on the wire: the commands it sends and what their replies say.
+
+Without history, a batch is one PUBLISH per event. With history, it is an XADD then a PUBLISH
+per event, then one EXPIRE per task, all in one buffer; the replies come back in the same order.
+XADD goes before PUBLISH: a consumer subscribes and then reads the stream, so an event it did not
+receive live must already be in the stream when it reads.
+
+Used on the notifier thread only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from notifier.config import NotifierConfig
+from notifier.link import ReplyError, command, publish_command
+
+# One queued event: the task id (it names the channel) and the encoded message.
+Item = tuple[str, bytes]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the replies to one batch said."""
+
+    failed: list[bool]  # per event: did its PUBLISH get an error reply?
+    publish_errors: list[ReplyError]
+    history_errors: list[ReplyError]  # XADD or EXPIRE errors: logged, the event still counts
+
+
+class Packer:
+    """Turns batches into pipelined commands, and their replies into an Outcome."""
+
+    def __init__(self, config: NotifierConfig) -> None:
+        self._channel_prefix = config.redis.channel_prefix.encode()
+        history = config.history
+        self._history_prefix = history.key_prefix.encode() if history.enabled else None
+        self._maxlen = b"%d" % history.maxlen
+        self._ttl = b"%d" % history.ttl_seconds
+
+    def pack(self, batch: Sequence[Item]) -> tuple[bytes, int]:
+        """The batch's commands in one buffer, and how many replies they will get."""
+        prefix, history = self._channel_prefix, self._history_prefix
+        if history is None:
+            publishes = [publish_command(prefix + t.encode(), data) for t, data in batch]
+            return b"".join(publishes), len(publishes)
+        packed: list[bytes] = []
+        keys: dict[bytes, bytes] = {}
+        for task_id, payload in batch:
+            name = task_id.encode()
+            key = keys.setdefault(name, history + name)
+            packed.append(command(b"XADD", key, b"MAXLEN", self._maxlen, b"*", b"event", payload))
+            packed.append(publish_command(prefix + name, payload))
+        packed += [command(b"EXPIRE", key, self._ttl) for key in keys.values()]
+        return b"".join(packed), len(packed)
+
+    def read(self, events: int, replies: Sequence[object]) -> Outcome:
+        """Sort the replies to a batch of ``events`` events packed by :meth:`pack`."""
+        if self._history_prefix is None:
+            publishes, history = replies, []
+        else:  # per event an XADD and a PUBLISH, then an EXPIRE per task
+            publishes = replies[1 : 2 * events : 2]
+            history = [*replies[: 2 * events : 2], *replies[2 * events :]]
+        return Outcome(
+            failed=[isinstance(reply, ReplyError) for reply in publishes],
+            publish_errors=[r for r in publishes if isinstance(r, ReplyError)],
+            history_errors=[r for r in history if isinstance(r, ReplyError)],
+        )
