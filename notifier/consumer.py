@@ -22,36 +22,23 @@ yielded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-from notifier.config import NotifierConfig, RedisConfig, default_config
+from notifier.config import NotifierConfig, default_config
 from notifier.events import TERMINAL_TYPES, check_task_id
+from notifier.feed import TRANSPORT_ERRORS, Feed, client_for, entries_of
 from notifier.logs import Logger, get_logger
 from notifier.redaction import scrub, url_password
 
 Event = dict[str, Any]
-
-# What a lost or unusable connection raises. ResponseError (a command Redis refused, such as
-# WRONGTYPE) is a RedisError too, but retrying cannot fix it: it is raised to the caller.
-_TRANSPORT_ERRORS = (RedisError, OSError, TimeoutError)
-# Stream entries read per XRANGE round trip; the stream is capped by the publishers' maxlen.
-_PAGE = 500
-# No silent retries inside redis-py: a reconnect it made on its own would resubscribe without
-# reading the stream again, and the events published meanwhile would be lost.
-_NO_RETRY = Retry(NoBackoff(), 0, supported_errors=())
 
 
 def subscribe(
@@ -88,13 +75,13 @@ async def last_event(
     """
     task_id = check_task_id(task_id)
     cfg = _resolve(config, redis_url)
-    client = _client(cfg.redis)
+    client = client_for(cfg.redis)
     try:
         async with asyncio.timeout(cfg.redis.connect_timeout + cfg.redis.publish_timeout):
             entries = await client.xrevrange(_stream_key(cfg, task_id), count=1)
     finally:
         await client.aclose()
-    for _entry_id, payload in _entries(entries):
+    for _entry_id, payload in entries_of(entries):
         return _decode(payload)
     return None
 
@@ -118,72 +105,11 @@ async def _subscription(
                     batch = await reader.next_batch(feed)
             except ResponseError:
                 raise  # Redis refused a command (WRONGTYPE, NOPERM): no retry can fix it
-            except _TRANSPORT_ERRORS as exc:
+            except TRANSPORT_ERRORS as exc:
                 await reader.lost(exc, attempt)
                 attempt += 1
     finally:
         await reader.disconnect()
-
-
-class _Feed:
-    """One pair of connections: the subscription on one, stream reads on the other."""
-
-    def __init__(self, client: Redis, pubsub: PubSub, timeout: float) -> None:
-        self.client = client
-        self.pubsub = pubsub
-        self.timeout = timeout  # bound on one command's round trip
-        self.live_seen = False  # has a live message arrived on this feed yet?
-        self.pinged = False  # is a PING unanswered?
-
-    @classmethod
-    async def open(cls, cfg: RedisConfig, channel: bytes) -> _Feed:
-        """Connect and SUBSCRIBE; returns once Redis has confirmed the subscription."""
-        client = _client(cfg)
-        feed = cls(client, client.pubsub(), cfg.publish_timeout)
-        try:
-            async with asyncio.timeout(2 * cfg.connect_timeout):
-                await feed.pubsub.subscribe(channel)
-                # Nothing else can arrive before the confirmation; quiet reads just wait on.
-                while (await feed.message(cfg.connect_timeout)).get("type") != "subscribe":
-                    pass
-        except BaseException:
-            await feed.close()
-            raise
-        return feed
-
-    async def message(self, timeout: float) -> dict[str, Any]:
-        """The next message on the subscription, or {} after ``timeout`` of quiet."""
-        message: dict[str, Any] | None = await self.pubsub.get_message(timeout=timeout)
-        return message or {}
-
-    async def entries(self, key: bytes, after: bytes | None) -> list[tuple[bytes, bytes | None]]:
-        """``(stream id, payload)`` of every entry after ``after`` (all when None), in order."""
-        entries: list[tuple[bytes, bytes | None]] = []
-        while True:
-            start = b"-" if after is None else b"(" + after
-            async with asyncio.timeout(self.timeout):
-                page = _entries(await self.client.xrange(key, min=start, count=_PAGE))
-            entries += page
-            if len(page) < _PAGE:
-                return entries
-            after = page[-1][0]
-
-    async def latest_id(self, key: bytes) -> bytes | None:
-        async with asyncio.timeout(self.timeout):
-            latest = _entries(await self.client.xrevrange(key, count=1))
-        return latest[0][0] if latest else None
-
-    async def ping(self) -> None:
-        """Send a PING on the subscription; its PONG comes back as a message."""
-        async with asyncio.timeout(self.timeout):
-            await self.pubsub.ping()
-
-    async def close(self) -> None:
-        """Close both connections; they are abandoned either way, so errors are not raised."""
-        with contextlib.suppress(*_TRANSPORT_ERRORS):
-            await self.pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py: untyped
-        with contextlib.suppress(*_TRANSPORT_ERRORS):
-            await self.client.aclose()
 
 
 class _Reader:
@@ -204,15 +130,15 @@ class _Reader:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._seen_max = max(2 * config.history.maxlen, 1024)
         self._last_entry: bytes | None = None  # stream id of the last entry read, if any
-        self._feed: _Feed | None = None
+        self._feed: Feed | None = None
         self._started = False  # a feed has worked before: later ones resume, never skip
         self._dropped = False  # the last feed was lost: say so when a new one works
 
-    async def connect(self) -> _Feed:
-        self._feed = await _Feed.open(self.config.redis, self.channel)
+    async def connect(self) -> Feed:
+        self._feed = await Feed.open(self.config.redis, self.channel)
         return self._feed
 
-    async def start(self, feed: _Feed, *, replay: bool) -> list[Event]:
+    async def start(self, feed: Feed, *, replay: bool) -> list[Event]:
         """The events the stream holds that were not yielded yet (none the first time, when
         not replaying: later reads then start after what the stream holds now)."""
         if self._dropped:
@@ -226,7 +152,7 @@ class _Reader:
         self._started = True
         return events
 
-    async def next_batch(self, feed: _Feed) -> list[Event]:
+    async def next_batch(self, feed: Feed) -> list[Event]:
         """Wait for the next live message; the new events it brings, in order, possibly none."""
         message = await feed.message(self.check_interval)
         kind = message.get("type")
@@ -265,7 +191,7 @@ class _Reader:
         if feed is not None:
             await feed.close()
 
-    async def _read_stream(self, feed: _Feed) -> list[Event]:
+    async def _read_stream(self, feed: Feed) -> list[Event]:
         """The stream's entries after the last one read, as new events, in stream order.
         Nothing is recorded until the whole read succeeded: a failed one is simply redone."""
         entries = await feed.entries(self.key, self._last_entry)
@@ -302,29 +228,6 @@ def _resolve(config: NotifierConfig | None, redis_url: str | None) -> NotifierCo
 
 def _stream_key(config: NotifierConfig, task_id: str) -> bytes:
     return (config.history.key_prefix + task_id).encode()
-
-
-def _client(cfg: RedisConfig) -> Redis:
-    return Redis.from_url(
-        cfg.url,
-        socket_connect_timeout=cfg.connect_timeout,
-        # No socket_timeout: with one, redis-py sends through asyncio.wait_for, which on Python
-        # 3.11 can swallow a cancellation (CPython issue 86296) and leave a closed subscription
-        # running. Every round trip here is bounded by asyncio.timeout instead.
-        socket_timeout=None,
-        retry=_NO_RETRY,
-        protocol=2,  # RESP2: no HELLO round trip; pub/sub messages are plain replies
-    )
-
-
-def _entries(reply: Sequence[tuple[object, object]] | None) -> list[tuple[bytes, bytes | None]]:
-    """XRANGE's reply as ``(entry id, payload)`` pairs; payload None without an ``event`` field."""
-    entries = []
-    for entry_id, fields in reply or ():
-        payload = fields.get(b"event") if isinstance(fields, dict) else None
-        if isinstance(entry_id, bytes):
-            entries.append((entry_id, payload if isinstance(payload, bytes) else None))
-    return entries
 
 
 def _decode(payload: object) -> Event | None:
