@@ -163,7 +163,8 @@ def summary(
     closed: list[dict[str, Any]],
     received: int,
 ) -> bool:
-    """Print the table and the counters; True when every row matches and every event arrived."""
+    """Print the table and the counters; True when every row matches, each child reported and
+    every event it published arrived."""
     print()
     print(f"{'task':<28} {'database':<15} {'last notification':<18} {'expected':<10} match")
     all_ok = True
