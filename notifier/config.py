@@ -1,16 +1,21 @@
 """Configuration: frozen dataclasses that mirror the TOML tables, and their strict loader.
 
 Every table the notifier owns is validated strictly: an unknown key, a wrong type or a bad value
-raises :class:`ConfigError` naming the file and the dotted key. Tables that belong to someone else
-(``[database]``, ``[celery]``) are left to their owners, who read them from ``NotifierConfig.path``.
+raises :class:`ConfigError` naming the file and the dotted key, and a mistyped name gets the
+nearest right one. A table the notifier does not own is a mistake too (``[helth]`` would leave
+health off without a word), unless the application declared it: ``app_tables = [...]`` at the top
+of the file, or ``load_config(path, app_tables=...)``. Declared tables are left to their owners,
+who read them from ``NotifierConfig.path``.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import math
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -23,6 +28,8 @@ from notifier.redaction import redact_url
 ENV_CONFIG = "NOTIFIER_CONFIG"
 ENV_REDIS_URL = "NOTIFIER_REDIS_URL"
 DEFAULT_PATH = "config.toml"
+# The top-level key a file declares its application's own tables with.
+APP_TABLES_KEY = "app_tables"
 
 Overflow = Literal["drop_newest", "drop_oldest"]
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -252,9 +259,13 @@ class NotifierConfig:
     path: str | None = None
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], path: str | None = None) -> NotifierConfig:
-        """Build from parsed TOML; tables the notifier does not own are ignored."""
+    def from_mapping(
+        cls, data: Mapping[str, Any], path: str | None = None, *, app_tables: Iterable[str] = ()
+    ) -> NotifierConfig:
+        """Build from parsed TOML. Every top-level table must be the notifier's or declared as
+        the application's (``app_tables`` here, or the file's own ``app_tables`` key)."""
         try:
+            _check_top_level(data, app_tables)
             tables = {name: _build_table(kind, data.get(name, {})) for name, kind in TABLES.items()}
         except ConfigError as exc:
             raise exc.in_file(path) if path else exc from None
@@ -272,6 +283,46 @@ class NotifierConfig:
             raise ConfigError(f"{ENV_REDIS_URL}: {exc.reason}", key=exc.key) from None
 
 
+def did_you_mean(name: str, choices: Collection[str], shown: str = "{}") -> str:
+    """``"; did you mean <nearest>?"`` when one of ``choices`` is close to ``name``, else ``""``.
+
+    ``shown`` formats the suggestion, e.g. ``"[{}]"`` for a table or ``"queue.{}"`` for a key.
+    """
+    nearest = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {shown.format(nearest[0])}?" if nearest else ""
+
+
+def _check_top_level(data: Mapping[str, Any], app_tables: Iterable[str]) -> None:
+    """Every top-level name is a notifier table, or one the application declared."""
+    declared = set(app_tables) | _declared_in_file(data.get(APP_TABLES_KEY, []))
+    for name in data:
+        if name in TABLES or name in declared or name == APP_TABLES_KEY:
+            continue
+        quoted = json.dumps(name)
+        hint = did_you_mean(name, [*TABLES, *declared], "[{}]") or "."
+        raise ConfigError(
+            f"[{name}] is not a notifier table{hint} "
+            f"An application's own table must be declared: {APP_TABLES_KEY} = [{quoted}] at "
+            f"the top of the file, or load_config(..., {APP_TABLES_KEY}=[{quoted}]) "
+            f"(notifier tables: {', '.join(TABLES)})",
+            key=name,
+        )
+
+
+def _declared_in_file(raw: Any) -> set[str]:
+    if not isinstance(raw, list) or not all(isinstance(name, str) for name in raw):
+        raise ConfigError(
+            f"{APP_TABLES_KEY} must be a list of table names, got {raw!r}", key=APP_TABLES_KEY
+        )
+    for name in raw:
+        if name in TABLES:
+            raise ConfigError(
+                f"{APP_TABLES_KEY} names [{name}], which is the notifier's own table",
+                key=APP_TABLES_KEY,
+            )
+    return set(raw)
+
+
 def _build_table(kind: type[Table], raw: Any) -> Table:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{kind.TABLE} must be a table, got {raw!r}", key=kind.TABLE)
@@ -280,8 +331,9 @@ def _build_table(kind: type[Table], raw: Any) -> Table:
     for key, value in raw.items():
         f = known.get(key)
         if f is None:
+            hint = did_you_mean(key, known, f"{kind.TABLE}.{{}}")
             raise ConfigError(
-                f"{kind.TABLE}.{key} is not a known key (known: {', '.join(known)})",
+                f"{kind.TABLE}.{key} is not a known key{hint} (known: {', '.join(known)})",
                 key=f"{kind.TABLE}.{key}",
             )
         check: Check = f.metadata["check"]
@@ -296,11 +348,15 @@ def default_config() -> NotifierConfig:
     return NotifierConfig().with_env()
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> NotifierConfig:
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, app_tables: Iterable[str] = ()
+) -> NotifierConfig:
     """Read and validate a config file.
 
     ``path=None`` looks up ``$NOTIFIER_CONFIG``, else ``./config.toml`` when present, else the
     built-in defaults. ``NOTIFIER_REDIS_URL`` overrides ``redis.url`` in every case.
+    ``app_tables`` names the application's own tables in the file, besides those the file
+    declares itself (``app_tables = [...]``); any other table is a ConfigError.
     """
     if path is None:
         path = os.environ.get(ENV_CONFIG) or (
@@ -318,4 +374,4 @@ def load_config(path: str | os.PathLike[str] | None = None) -> NotifierConfig:
         raise ConfigError(f"cannot be read: {exc.strerror or exc}", path=name) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", path=name) from None
-    return NotifierConfig.from_mapping(data, path=name).with_env()
+    return NotifierConfig.from_mapping(data, path=name, app_tables=app_tables).with_env()

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from notifier import ConfigError, NotifierConfig, load_config
+from notifier.config import did_you_mean
 
+APP_TABLES = ("database", "celery")  # declared to load_config: ours, not the notifier's
 DEFAULT_DATABASE = "sqlite:///var/tasks.db"  # relative paths are relative to the config file
 ENV_DATABASE_URL = "TASKS_DATABASE_URL"  # overrides [database] url, as NOTIFIER_REDIS_URL does
 
@@ -30,7 +32,7 @@ class AppSettings:
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> AppSettings:
     """Read the notifier's tables and the app's from one file (same lookup as load_config)."""
-    notifier = load_config(path)
+    notifier = load_config(path, app_tables=APP_TABLES)
     raw: dict[str, Any] = {}
     if notifier.path is not None:
         with open(notifier.path, "rb") as fh:
@@ -66,8 +68,11 @@ def _table(
         kind = keys.get(key)
         if kind is None:
             known = ", ".join(sorted(keys))
+            hint = did_you_mean(key, keys, f"{name}.{{}}")
             raise ConfigError(
-                f"{name}.{key} is not a known key (known: {known})", path=where, key=f"{name}.{key}"
+                f"{name}.{key} is not a known key{hint} (known: {known})",
+                path=where,
+                key=f"{name}.{key}",
             )
         if not isinstance(value, kind) or value == "":
             expected = "true or false" if kind is bool else "a non-empty string"

@@ -73,6 +73,24 @@ def test_check_config_rejects_a_bad_file_in_one_line(tmp_path: Path) -> None:
     assert "file not found" in one_error_line(missing)
 
 
+def test_check_config_rejects_a_misspelled_table_and_names_the_right_one(tmp_path: Path) -> None:
+    """[helth] is not silently ignored: exit 1, naming the table and the nearest right name."""
+    bad = tmp_path / "typo.toml"
+    bad.write_text("[helth]\nenabled = true\n")
+    done = notifier_cli("check-config", str(bad), cwd=tmp_path)
+    assert 1 == done.returncode
+    line = one_error_line(done)
+    assert line.startswith(f"notifier: {bad}: [helth] is not a notifier table")
+    assert "did you mean [health]?" in line
+
+
+def test_check_config_accepts_the_shipped_file(tmp_path: Path) -> None:
+    """The repository's config.toml, with its declared application tables, is OK."""
+    shipped = Path(__file__).resolve().parent.parent / "config.toml"
+    done = notifier_cli("check-config", str(shipped), cwd=tmp_path)
+    assert (0, f"{shipped}: OK\n") == (done.returncode, done.stdout)
+
+
 def test_check_config_without_a_file_checks_the_defaults(tmp_path: Path) -> None:
     """No path, no $NOTIFIER_CONFIG, no ./config.toml: the built-in defaults are OK."""
     done = notifier_cli("check-config", cwd=tmp_path)

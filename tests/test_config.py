@@ -39,7 +39,13 @@ BAD = [
         "queue.overflow must be one of 'drop_newest', 'drop_oldest'",
     ),
     ("[queue]\nmax_event_bytes = 100", "queue.max_event_bytes must be an integer from 4096"),
-    ("[queue]\nmax_size = 10", "queue.max_size is not a known key"),
+    ("[queue]\nmax_size = 10", "queue.max_size is not a known key; did you mean queue.maxsize?"),
+    ("[health]\nenable = true", "health.enable is not a known key; did you mean health.enabled?"),
+    ("[helth]\nenabled = true", "[helth] is not a notifier table; did you mean [health]?"),
+    ("[histroy]\nenabled = true", "[histroy] is not a notifier table; did you mean [history]?"),
+    ("[zzz]\nx = 1", "[zzz] is not a notifier table. An application's own table must be declared"),
+    ("app_tables = ['redis']", "app_tables names [redis], which is the notifier's own table"),
+    ("app_tables = 'database'", "app_tables must be a list of table names, got 'database'"),
     ("queue = 5", "queue must be a table, got 5"),
     ("[redis]\nurl = 'http://localhost'", "redis.url must be a redis://, rediss:// or unix:// URL"),
     ("[redis]\nurl = 'redis://localhost:notaport/0'", "redis.url must be a redis://"),
@@ -75,7 +81,7 @@ def test_bad_value_names_file_and_dotted_key(tmp_path: Path, toml: str, message:
         load_config(path)
     assert str(caught.value).startswith(f"{path}: {message}")
     assert caught.value.path == str(path)
-    assert caught.value.key is not None and message.startswith(caught.value.key)
+    assert caught.value.key is not None and message.lstrip("[").startswith(caught.value.key)
 
 
 def test_password_in_a_bad_url_is_not_echoed(tmp_path: Path) -> None:
@@ -106,10 +112,17 @@ def test_invalid_toml(tmp_path: Path) -> None:
         load_config(path)
 
 
-def test_foreign_tables_are_left_to_their_owners(tmp_path: Path) -> None:
-    """[database] and [celery] are not the notifier's to validate."""
-    path = write(tmp_path, "[database]\nurl = 'sqlite://'\nanything = 1\n[celery]\nx = [1]")
-    assert NotifierConfig(path=str(path)) == load_config(path)
+def test_declared_application_tables_are_left_to_their_owners(tmp_path: Path) -> None:
+    """Tables the application declares, in the file or in the call, are not validated; the same
+    tables undeclared are an error naming them."""
+    tables = "[database]\nurl = 'sqlite://'\nanything = 1\n[celery]\nx = [1]"
+    in_file = write(tmp_path, "app_tables = ['database', 'celery']\n" + tables)
+    assert NotifierConfig(path=str(in_file)) == load_config(in_file)
+    undeclared = write(tmp_path, tables)
+    with pytest.raises(ConfigError, match=r"\[database\] is not a notifier table"):
+        load_config(undeclared)
+    config = load_config(undeclared, app_tables=["database", "celery"])
+    assert NotifierConfig(path=str(undeclared)) == config
 
 
 def test_integers_are_accepted_for_seconds(tmp_path: Path) -> None:

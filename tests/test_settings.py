@@ -47,7 +47,11 @@ def test_env_overrides_database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
-        ("[database]\nuri = 'x'", "database.uri is not a known key (known: url)"),
+        (
+            "[database]\nuri = 'x'",
+            "database.uri is not a known key; did you mean database.url? (known: url)",
+        ),
+        ("[celry]\nbroker_url = 'x'", "[celry] is not a notifier table; did you mean [celery]?"),
         ("[database]\nurl = 5", "database.url must be a non-empty string, got 5"),
         ("[celery]\nbroker_url = ''", "celery.broker_url must be a non-empty string, got ''"),
         ("[celery]\nflush_on_task_end = 'yes'", "celery.flush_on_task_end must be true or false"),
