@@ -11,7 +11,9 @@ from typing import Any
 
 from celery import Celery, signals
 
+import notifier
 import notifier.celery
+from tasks import reports
 from tasks.logs import configure_logging
 from tasks.runtime import close_worker_loops
 from tasks.settings import load_settings
@@ -47,6 +49,17 @@ def get_store() -> TaskStore:
 @signals.worker_init.connect
 def _configure_worker_logging(**_: Any) -> None:
     configure_logging("info")
+
+
+@signals.worker_init.connect
+def _report_worker_counters(sender: Any = None, **_: Any) -> None:
+    if notifier.celery.pool_name(getattr(sender, "pool_cls", None)) != "prefork":
+        reports.report_at_close(notifier.get_notifier())  # solo, threads: this process publishes
+
+
+@signals.worker_process_init.connect
+def _report_child_counters(**_: Any) -> None:
+    reports.report_at_close(notifier.get_notifier())
 
 
 @signals.worker_process_shutdown.connect

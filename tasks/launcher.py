@@ -1,7 +1,8 @@
 """Start and stop a real ``celery worker`` for the demo and the tests, and talk to it.
 
 The worker is a child process running ``celery -A tasks.celery_app worker``; its configuration comes
-from the environment (``NOTIFIER_CONFIG``, ``NOTIFIER_REDIS_URL``) exactly as in production.
+from the environment (``NOTIFIER_CONFIG``, ``NOTIFIER_REDIS_URL``) exactly as in production. It
+imports ``tasks`` from this checkout (the package is not installed), found through ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -19,27 +20,35 @@ from typing import Any, Self
 
 from celery import Celery
 
+from tasks.reports import ENV_REPORT_FILE, read_reports
+
 READY_MARK = " ready."
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class WorkerProcess:
-    """One ``celery worker`` child process; its output is collected line by line."""
+    """One ``celery worker`` child process; its output is collected line by line.
+
+    ``app`` is the module of the Celery app (``-A``): the reference application by default.
+    """
 
     def __init__(
         self,
         env: Mapping[str, str],
         *,
+        app: str = "tasks.celery_app",
         pool: str = "prefork",
         concurrency: int = 2,
         max_tasks_per_child: int | None = None,
         extra: Sequence[str] = (),
+        report_file: str | None = None,
     ) -> None:
         self.name = f"worker-{uuid.uuid4().hex[:8]}"
         self.queue = (
             self.name
         )  # its own queue: other workers on the same broker never take its tasks
         self.args = [
-            sys.executable, "-m", "celery", "-A", "tasks.celery_app", "worker",
+            sys.executable, "-m", "celery", "-A", app, "worker",
             "--pool", pool, "--concurrency", str(concurrency), "--loglevel", "INFO",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
             "--hostname", f"{self.name}@%h", "--queues", self.queue,
@@ -47,7 +56,12 @@ class WorkerProcess:
         if max_tasks_per_child:
             self.args += ["--max-tasks-per-child", str(max_tasks_per_child)]
         self.args += list(extra)
-        self.env = {**os.environ, **env}
+        path = [CHECKOUT, *filter(None, [os.environ.get("PYTHONPATH")])]
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), **env}
+        # Where each of its processes appends its final notifier counters (tasks/reports.py).
+        self.report_file = report_file
+        if report_file is not None:
+            self.env[ENV_REPORT_FILE] = report_file
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self.process: subprocess.Popen[str] | None = None
@@ -111,6 +125,10 @@ class WorkerProcess:
                 if name is None or event.get("event") == name:
                     events.append(event)
         return events
+
+    def reports(self) -> list[dict[str, Any]]:
+        """The final notifier counters of each worker process that closed its notifier."""
+        return [] if self.report_file is None else read_reports(self.report_file)
 
     def stop(self, timeout: float = 30.0) -> int:
         """Warm shutdown (SIGTERM): running tasks finish, children drain and exit.

@@ -1,6 +1,12 @@
 """structlog set-up for the worker: JSON lines, or a readable console format on a terminal.
 
 The application configures logging; the notifier library never does.
+
+Prefork children share the worker's stderr, so a line must reach it whole: structlog's
+``WriteLogger`` writes each line, newline included, in one ``write()`` call (``PrintLogger``'s
+``print`` makes two once Python runs unbuffered, as with ``PYTHONUNBUFFERED=1``, and two children's
+lines then run together). A write of up to ``PIPE_BUF`` bytes (4096 on Linux) to a pipe is never
+interleaved with another process's writes.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ def configure_logging(level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
 

@@ -32,7 +32,9 @@ class Harness:
             f"{extra_toml}\n"
         )
         env = {"NOTIFIER_CONFIG": str(self.config), "NOTIFIER_REDIS_URL": notifier_url}
-        self.worker = WorkerProcess(env, **worker)
+        # Each worker process's final counters, as whole lines (tasks/reports.py).
+        report_file = str(tmp / f"reports-{uuid.uuid4().hex[:6]}.jsonl")
+        self.worker = WorkerProcess(env, report_file=report_file, **worker)
         self.app: Celery = client(redis.url)
         self.collector = EventCollector(redis.url)
 

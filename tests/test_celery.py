@@ -181,7 +181,7 @@ def test_child_recycled_after_every_task_loses_no_notification(
             assert ["progress", "progress", "completed"] == types(
                 h.events(task_id, until_type="completed")
             )
-        closed = h.worker.log_events("notifier_closed")
+        closed = h.worker.reports()
     # Each child that exited drained and said so; none had anything left over.
     assert closed and all(0 == e["pending"] and 0 == e["dropped"] for e in closed)
 
@@ -229,7 +229,7 @@ def test_other_pools_deliver_and_drain(
         assert "failed" == h.run("start_workflow", bad)["status"]
         assert ["progress", "progress", "completed"] == types(h.events(ok, until_type="completed"))
         assert ["failed"] == types(h.events(bad, until_type="failed"))
-    closed = h.worker.log_events("notifier_closed")
+    closed = h.worker.reports()
     assert 1 == len(closed) and 0 == closed[0]["pending"]
 
 

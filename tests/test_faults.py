@@ -348,7 +348,7 @@ def test_prefork_child_per_task_delivers_every_event_of_200_tasks(
         wait_until(lambda: arrived() == expected, 30, 0.1)
         events = [e for e in h.collector.events if (e["task_id"], e["type"]) in expected]
         elapsed = time.monotonic() - started
-        closed = h.worker.log_events("notifier_closed")
+        closed = h.worker.reports()
     assert 2 * tasks == len(events) == len({e["event_id"] for e in events})
     assert closed and all(0 == e["dropped"] for e in closed)
     report(
