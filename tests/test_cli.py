@@ -179,6 +179,50 @@ def test_listen_prints_events_published_by_another_process(
     assert {"cli-1"} == {e["task_id"] for e in events}
 
 
+def test_listen_reconnects_when_redis_goes_away_and_keeps_printing(
+    redis_factory: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    """Redis killed under a listener: it says so on stderr, reconnects with backoff once Redis
+    is back, says so again, and prints what is published from then on."""
+    redis = redis_factory()
+    config = str(write_config(tmp_path / "c.toml", redis.url))
+    errors = tmp_path / "listen.err"
+
+    def send(step: str) -> None:
+        with redis.client() as client:
+            client.publish("task:cli-2", json.dumps({"type": "step", "data": {"step": step}}))
+
+    with errors.open("w") as stderr:
+        listener = subprocess.Popen(
+            [sys.executable, "-m", "notifier.cli", "--config", config, "listen", "cli-2"]
+            + ["--count", "2", "--timeout", "60"],
+            cwd=tmp_path,
+            env=CLEAN_ENV,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        try:
+            wait_until(lambda: "listening on task:cli-2" in errors.read_text(), 20)
+            send("before")
+            redis.kill()
+            wait_until(lambda: "reconnecting until Ctrl-C" in errors.read_text(), 20)
+            redis.start()
+            wait_until(lambda: "reconnected after" in errors.read_text(), 20)
+            send("after")
+            out, _ = listener.communicate(timeout=30)
+        finally:
+            listener.kill()
+            listener.wait()
+    said = errors.read_text()
+    assert 0 == listener.returncode, said
+    assert ["before", "after"] == [json.loads(line)["data"]["step"] for line in out.splitlines()]
+    assert "Traceback" not in said
+    assert ["listening", "redis", "reconnected"] == [
+        line.split()[1] for line in said.splitlines()
+    ], said
+
+
 def test_listen_times_out_when_too_few_events_arrive(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -226,7 +270,11 @@ def test_publish_reports_an_unreachable_redis_without_its_password(tmp_path: Pat
     assert "topsecret-pw" not in done.stdout + done.stderr
     listen = notifier_cli("--config", config, "listen", "t1", "--timeout", "1", cwd=tmp_path)
     assert 1 == listen.returncode
-    assert one_error_line(listen).startswith("notifier: redis at redis://:***@127.0.0.1:")
+    assert "Traceback" not in listen.stderr
+    said = listen.stderr.splitlines()
+    assert said[0].startswith("notifier: redis at redis://:***@127.0.0.1:")
+    assert said[0].endswith("(reconnecting until Ctrl-C or --timeout)")
+    assert said[-1].endswith("(still unreachable after 1.0s)")
     assert "topsecret-pw" not in listen.stdout + listen.stderr
 
 
