@@ -246,8 +246,10 @@ def publish(args: argparse.Namespace) -> int:
 # Helpers ----------------------------------------------------------------------------------
 
 
-def summary(url: str, status: int, report: dict[str, Any]) -> str:
-    """The health report as a few readable lines: the verdict, then one line per process."""
+def summary(url: str, status: int, report: dict[str, Any], now: float | None = None) -> str:
+    """The health report as a few readable lines: the verdict, then one line per process.
+    ``now``: the wall time to give errors their age by (default: the clock)."""
+    now = time.time() if now is None else now
     lines = [f"{report.get('status')} (HTTP {status} from {url})"]
     processes = report.get("processes") or []
     if not processes:
@@ -269,9 +271,19 @@ def summary(url: str, status: int, report: dict[str, Any]) -> str:
             f"lag {lag:.3f}s" if isinstance(lag, int | float) else f"lag {lag}",
         ]
         if p.get("last_error"):
-            fields.append(f"last error: {p['last_error']}")
+            fields.append(_last_error(p, now))
         lines.append("  " + ", ".join(fields))
     return "\n".join(lines)
+
+
+def _last_error(process: dict[str, Any], now: float) -> str:
+    """The last error, marked resolved (with its age) when the notifier is connected again: an
+    old error beside a healthy line would read as a current one."""
+    at = process.get("last_error_at")
+    age = f" {max(0.0, now - at):.0f}s ago" if isinstance(at, int | float) else ""
+    if process.get("connected"):
+        return f"resolved error{age}: {process['last_error']}"
+    return f"last error{age}: {process['last_error']}"
 
 
 def _default_health_url(config: NotifierConfig) -> str:

@@ -47,6 +47,7 @@ class Ledger:
         self.connected = False
         self.reconnects = 0
         self.last_error: str | None = None
+        self.last_error_at: float | None = None  # wall time of last_error
         self.last_publish_at: float | None = None
         self.heartbeat_at: float | None = None  # wall time of the loop's last heartbeat
         self.loop_lag = 0.0  # how late the last heartbeat ran, in seconds
@@ -104,6 +105,11 @@ class Ledger:
         self._unreported.clear()
         return report
 
+    def note_error(self, error: str) -> None:
+        """Record why the connection failed, and when. Notifier thread only; no lock needed."""
+        self.last_error_at = time.time()
+        self.last_error = error
+
     # Called without the lock ---------------------------------------------------------------
 
     def wait_settled(self, timeout: float) -> bool:
@@ -135,6 +141,7 @@ class Ledger:
             "connected": self.connected,
             "reconnects": self.reconnects,
             "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
             "last_publish_at": self.last_publish_at,
             "heartbeat_at": self.heartbeat_at,
             "loop_lag": self.loop_lag,

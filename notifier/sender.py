@@ -257,7 +257,7 @@ class Sender:
         return link
 
     def _connect_failed(self, error: str) -> None:
-        self.ledger.last_error = error
+        self.ledger.note_error(error)
         self._failed_connects += 1
         if self._outage_since is None:
             self._outage_since = time.monotonic()
@@ -267,7 +267,7 @@ class Sender:
 
     async def _lost_connection(self, error: str) -> None:
         self.ledger.connected = False
-        self.ledger.last_error = error
+        self.ledger.note_error(error)
         self._outage_since = time.monotonic()
         self.log.warning("notifier_disconnected", error=error)
         await self._disconnect()

@@ -45,6 +45,7 @@ class Snapshot:
     loop_lag: float
     connected: bool
     last_error: str | None  # already scrubbed of the Redis password by the notifier thread
+    last_error_at: float | None  # when it happened; the error may be over (see connected)
     queue_size: int
     queue_capacity: int
     pending: int
@@ -71,6 +72,7 @@ class Snapshot:
             loop_lag=float(raw["loop_lag"]),
             connected=bool(raw["connected"]),
             last_error=_optional(str, raw["last_error"]),
+            last_error_at=_optional(float, raw["last_error_at"]),
             queue_size=int(raw["queue_size"]),
             queue_capacity=int(raw["queue_capacity"]),
             pending=int(raw["pending"]),
@@ -127,6 +129,7 @@ class SnapshotWriter:
             loop_lag=loop_lag,
             connected=stats["connected"],
             last_error=stats["last_error"],
+            last_error_at=stats["last_error_at"],
             queue_size=stats["queue_size"],
             queue_capacity=stats["queue_capacity"],
             pending=stats["pending"],
@@ -185,6 +188,7 @@ class ProcessHealth:
             "loop_lag": round(s.loop_lag, 4),
             "connected": s.connected,
             "last_error": s.last_error,
+            "last_error_at": s.last_error_at,
             "queue_size": s.queue_size,
             "queue_capacity": s.queue_capacity,
             "pending": s.pending,

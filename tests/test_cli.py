@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -130,6 +131,16 @@ def test_health_reports_healthy_then_unhealthy(
         assert done.stdout.startswith("unhealthy (HTTP 503")
         assert "UNHEALTHY: redis unreachable: " in done.stdout
         assert "not connected" in done.stdout
+        assert ", last error " in done.stdout
+
+        # Healthy again: the error is shown as resolved, with its age, not as a current one.
+        redis.start()
+        wait_until(lambda: healthy(server.url), REDIS_BOUND)
+        done = notifier_cli("health", "--url", server.url, cwd=tmp_path)
+        assert 0 == done.returncode, done.stdout
+        assert f"pid {os.getpid()}, healthy, connected" in done.stdout
+        assert re.search(r", resolved error \d+s ago: \w+", done.stdout), done.stdout
+        assert "last error" not in done.stdout
 
 
 def test_health_says_when_nothing_answers(tmp_path: Path) -> None:
