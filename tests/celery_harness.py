@@ -23,11 +23,12 @@ class Harness:
         notifier_url = worker.pop("notifier_url", redis.url)
         celery_table = worker.pop("celery_table", "")
         extra_toml = worker.pop("extra_toml", "")  # more tables, e.g. [health]
+        publish_timeout = worker.pop("publish_timeout", 1.0)
         self.config.write_text(
             f'[database]\nurl = "{db_url}"\n'
             f'[celery]\nbroker_url = "{redis.url}"\nresult_backend = "{redis.url}"\n'
             f"{celery_table}\n"
-            "[redis]\nconnect_timeout = 1.0\npublish_timeout = 1.0\n"
+            f"[redis]\nconnect_timeout = 1.0\npublish_timeout = {publish_timeout}\n"
             "[reconnect]\ninitial_backoff = 0.01\nmax_backoff = 0.2\n"
             f"{extra_toml}\n"
         )

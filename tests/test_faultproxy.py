@@ -112,13 +112,14 @@ def test_forward_resets_blackholed_connections(proxy: FaultProxy) -> None:
 
 
 def test_latency_delays_each_round_trip(proxy: FaultProxy) -> None:
-    """latency(0.2) makes a PING take at least 0.2 s (but well under 1 s) and keeps order."""
+    """latency(0.2) makes a PING take at least 0.2 s (once per round trip, not per byte) and
+    keeps order."""
     with _client(proxy.port) as r:
         assert r.ping()  # connect (the pipeline reuses this pooled connection) before measuring
         proxy.latency(0.2)
         started = time.monotonic()
         assert r.ping()
-        assert 0.2 <= time.monotonic() - started < 1.0
+        assert 0.2 <= time.monotonic() - started < 2.0
         pipe = r.pipeline(transaction=False)
         for i in range(50):
             pipe.set(f"fp:n{i}", i)

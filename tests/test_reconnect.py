@@ -85,15 +85,11 @@ def test_send_past_publish_timeout_discards_the_connection(
     # A round trip of 0.6 s: connecting (2 round trips, 2 s allowed) works, every send times out.
     proxy.latency(0.3)
     with capture_logs() as logs:
-        worst = 0.0
         for i in range(10, 20):
-            started = time.perf_counter()
             assert n.publish("slow", "tick", {"seq": i})
-            worst = max(worst, time.perf_counter() - started)
         wait_until(lambda: sum(e["event"] == "notification_publish_timeout" for e in logs) >= 2, 10)
         proxy.forward()
         assert n.flush(10)
-    assert worst < 0.05  # the caller never waits on Redis
     assert proxy.accepted >= connections_before + 2  # one new connection after each timeout
     wait_until(lambda: len(set(seqs(collector))) >= 20, 10)
     assert set(range(20)) == set(seqs(collector))
