@@ -12,6 +12,11 @@ and RSS, open file descriptors and threads at the start and the end of the run a
 (the start is taken after a warm-up, once the first faults have happened). Exits 1 when an event
 is unaccounted for, or when resources did not stay flat.
 
+The caller's cost per call (p50, p99, worst), over the whole run and within FAULT_WINDOW of each
+fault, is printed beside a stall probe's figures for the same windows: a process of its own that
+measures how late the machine wakes a sleeping thread (bench/stalls.py). They are reported, never
+judged: on a shared machine the worst call follows the machine's own stalls.
+
     python -m bench.soak [--minutes 10] [--rate 5000] [--restart-every 60] [--reset-every 45]
 """
 
@@ -32,6 +37,7 @@ import hiredis
 import psutil
 import redis
 
+from bench.stalls import CallTimes, StallProbe
 from notifier import Notifier, NotifierConfig
 from notifier.config import RedisConfig
 from notifier.testing import RedisServer, wait_until
@@ -43,6 +49,7 @@ PATTERN = b"task:soak-*"
 TASKS = 100  # events are spread over this many task ids (channels)
 BURST = 50  # calls per pacing step
 WARM_UP = 75.0  # seconds before the "start" figures: past the first reset and restart
+FAULT_WINDOW = 2.0  # seconds from a fault's start counted as "during the fault"
 
 
 # The subscriber process ---------------------------------------------------------------------
@@ -142,7 +149,9 @@ class Publisher:
         self.calls = 0
         self.accepted = 0
         self.errors = 0
-        self.worst = 0.0
+        self.times = CallTimes()  # every call
+        self.fault_times = CallTimes()  # calls that started within FAULT_WINDOW of a fault
+        self.fault_until = -1.0  # monotonic time; set by the main loop at each fault
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="soak-publisher", daemon=True)
 
@@ -161,7 +170,7 @@ class Publisher:
                 time.sleep(ahead)  # pacing the offered load
             for _ in range(BURST):
                 seq = self.calls
-                started = time.perf_counter()
+                started = time.perf_counter_ns()
                 try:
                     ok = n.publish_progress(
                         f"soak-{seq % TASKS}", seq % 100, message="resizing images", seq=seq
@@ -169,7 +178,10 @@ class Publisher:
                 except Exception:  # the property under test: this never happens
                     ok = False
                     self.errors += 1
-                self.worst = max(self.worst, time.perf_counter() - started)
+                took = time.perf_counter_ns() - started
+                self.times.add(took)
+                if time.monotonic() < self.fault_until:
+                    self.fault_times.add(took)
                 self.accepted += ok
                 self.calls += 1
 
@@ -240,8 +252,9 @@ def soak(args: argparse.Namespace) -> int:
     proxy = FaultProxy("127.0.0.1", server.port).start()
     subscriber = Subscriber(server.port)
     try:
-        wait_until(lambda: subscribed(server), 30)
-        return _run(args, duration, server, proxy, subscriber)
+        with StallProbe() as probe:
+            wait_until(lambda: subscribed(server), 30)
+            return _run(args, duration, server, proxy, subscriber, probe)
     finally:
         subscriber.close()
         proxy.close()
@@ -254,6 +267,7 @@ def _run(
     server: RedisServer,
     proxy: FaultProxy,
     subscriber: Subscriber,
+    probe: StallProbe,
 ) -> int:
     n = Notifier(NotifierConfig(redis=RedisConfig(url=proxy.url)))  # defaults otherwise
     n.start()
@@ -267,15 +281,24 @@ def _run(
     start: dict[str, Any] | None = None
     restarts: list[float] = []
     resets = 0
+    faults: list[tuple[float, float]] = []  # (start, end) of each fault window, monotonic
+
+    def fault_begins() -> None:
+        begin = time.monotonic()
+        publisher.fault_until = begin + FAULT_WINDOW
+        faults.append((begin, begin + FAULT_WINDOW))
+
     while (now := time.monotonic() - t0) < duration:
         if start is None and now >= warm_up:
             start = steady_resources(n, proxy)
             log(t0, "start figures", **start)
         if now >= next_restart:
+            fault_begins()
             restarts.append(round(restart(server, proxy), 3))
             next_restart += args.restart_every
             log(t0, "redis restarted", outage_s=restarts[-1])
         if now >= next_reset:
+            fault_begins()
             resets += proxy.reset_all()
             next_reset += args.reset_every
             log(t0, "proxy reset")
@@ -286,6 +309,7 @@ def _run(
         time.sleep(0.05)  # the scheduler's tick, not a synchronisation
     end = steady_resources(n, proxy)  # like the start: publishing, connected
     publisher.stop()
+    run_window = (t0, time.monotonic())
     flushed = n.flush(30)
     n.close(timeout=5)
     stats = n.stats()
@@ -299,7 +323,15 @@ def _run(
         "calls": publisher.calls,
         "accepted": publisher.accepted,
         "caller_exceptions": publisher.errors,
-        "worst_call_ms": round(publisher.worst * 1000, 3),
+        # Reported side by side, never judged: see the module's docstring.
+        "caller_us": {
+            "all": publisher.times.figures(),
+            "during_faults": publisher.fault_times.figures(),
+        },
+        "machine_stalls_us": {
+            "all": probe.window([run_window]),
+            "during_faults": probe.window(faults),
+        },
         "flushed": flushed,
         "published": stats["published"],
         "delivered_unique": counts["unique"],
