@@ -25,8 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from bench.alternatives import ALTERNATIVES, notifier_publish_failed, sync_publish
-from bench.stalls import StallProbe
+from bench.stalls import CallTimes, StallProbe
+from notifier import Notifier, NotifierConfig
+from notifier.config import QueueConfig, RedisConfig
 from notifier.testing import RedisServer, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -337,6 +341,59 @@ n.close(0)
     return result
 
 
+# 6. Progress coalescing ----------------------------------------------------------------------
+
+
+def bench_coalescing(url: str, quick: bool) -> dict[str, Any]:
+    """One task calling publish_progress in a tight loop, with coalescing off and on, side by
+    side: the caller's cost per call, and how many events reached Redis (PUBLISH commands)."""
+    calls = 100_000 if quick else 1_000_000
+    out: dict[str, Any] = {}
+    client = redis.Redis.from_url(url)
+    for interval in (0.0, 0.1):
+        config = NotifierConfig(
+            redis=RedisConfig(url=url),
+            # Room for every call: a full queue's refusals would make the baseline look cheap.
+            queue=QueueConfig(maxsize=calls + 1, progress_interval=interval),
+        )
+        n = Notifier(config)
+        n.start()
+        n.publish_progress("bench-progress-warm-up", 0)
+        n.flush(10)
+        before = _publish_calls(client)
+        times = CallTimes()
+        started = time.monotonic()
+        for i in range(calls):
+            t = time.perf_counter_ns()
+            n.publish_progress("bench-progress", i * 100 / calls, message="resizing images")
+            times.add(time.perf_counter_ns() - t)
+        duration = time.monotonic() - started
+        n.flush(300)
+        n.close(10)
+        stats = n.stats()
+        row = {
+            **times.figures(),
+            "duration_s": duration,
+            "mean_us": duration / calls * 1e6,
+            "reached_redis": _publish_calls(client) - before,
+            "bound": calls if interval == 0 else duration / interval + 2,
+            "coalesced": stats["coalesced"],
+            "dropped": stats["dropped"],
+        }
+        out[f"{interval:g}"] = row
+        print(
+            f"  coalescing   interval {interval:g} s: p50 {row['p50_us']:.1f} us, "
+            f"{row['reached_redis']:,} of {calls:,} reached Redis in {duration:.2f} s"
+        )
+    client.close()
+    return out
+
+
+def _publish_calls(client: redis.Redis) -> int:
+    stats = client.info("commandstats").get("cmdstat_publish", {})
+    return int(stats.get("calls", 0))
+
+
 # Report -------------------------------------------------------------------------------------
 
 
@@ -403,6 +460,22 @@ def report(results: dict[str, Any]) -> str:
         f"{mem['maxsize']:,} x {mem['event_bytes']} B = {mem['bound_mb']:.1f} MiB; "
         f"growth / bound = {mem['growth_over_bound']:.2f}.",
     ]
+    coalescing = results.get("coalescing")
+    if coalescing:
+        off, on = coalescing["0"], coalescing["0.1"]
+        lines += [
+            "",
+            f"| progress coalescing: one task, {off['calls']:,} publish_progress calls in a "
+            "tight loop | caller p50 us | caller p99 us | mean us | loop s | reached Redis "
+            "| bound (loop / interval + 2) | coalesced |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, row in (("progress_interval = 0 (off)", off), ("progress_interval = 0.1", on)):
+            lines.append(
+                f"| {name} | {row['p50_us']:.1f} | {row['p99_us']:.1f} | {row['mean_us']:.2f} "
+                f"| {row['duration_s']:.2f} | {row['reached_redis']:,} | {row['bound']:,.0f} "
+                f"| {row['coalesced']:,} |"
+            )
     return "\n".join(lines)
 
 
@@ -453,6 +526,7 @@ def main() -> None:
             server.url, server.port, max(1, args.runs // 2), args.quick
         )
         results["outage"] = bench_outage(server, max(1, args.runs // 2), args.quick, probe)
+        results["coalescing"] = bench_coalescing(server.url, args.quick)
     results["memory"] = bench_memory(args.quick)
     results["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     table = report(results)

@@ -13,11 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from notifier.coalesce import Slot
 from notifier.config import NotifierConfig
 from notifier.link import ReplyError, command, publish_command
 
-# One queued event: the task id (it names the channel) and the encoded message.
-Item = tuple[str, bytes]
+# One queued event: the task id (it names the channel) and the encoded message, or for a
+# coalesced progress event the slot that holds the task's latest one (notifier/coalesce.py).
+Item = tuple[str, bytes | Slot]
+# An event on its way to Redis: the task id and the encoded message.
+Event = tuple[str, bytes]
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class Packer:
         self._maxlen = b"%d" % history.maxlen
         self._ttl = b"%d" % history.ttl_seconds
 
-    def pack(self, batch: Sequence[Item]) -> tuple[bytes, int]:
+    def pack(self, batch: Sequence[Event]) -> tuple[bytes, int]:
         """The batch's commands in one buffer, and how many replies they will get."""
         prefix, history = self._channel_prefix, self._history_prefix
         if history is None:

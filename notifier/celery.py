@@ -28,18 +28,28 @@ from celery import Celery, signals
 
 from notifier import default
 from notifier.config import NotifierConfig
+from notifier.lifecycle import ChannelKey, Lifecycle
 
 UNSUPPORTED_POOLS = ("gevent", "eventlet")
 TASK_END_FLUSH_TIMEOUT = 0.2  # the most a task's end waits for a Redis believed reachable
 
 
 def install(
-    app: Celery, config: str | NotifierConfig | None = None, *, flush_on_task_end: bool = True
+    app: Celery,
+    config: str | NotifierConfig | None = None,
+    *,
+    lifecycle: bool = True,
+    channel_key: ChannelKey | None = None,
+    flush_on_task_end: bool = True,
 ) -> None:
     """Wire the default notifier into ``app``'s workers.
 
     ``config`` is what :func:`notifier.configure` takes (None: the default lookup). It is loaded
     now, so that a configuration mistake fails at import time, not in a worker child.
+    ``lifecycle``: publish ``started``, ``retrying`` and exactly one terminal event (``completed``,
+    ``failed``, ``revoked``) for every task run, from Celery's signals (``notifier/lifecycle.py``).
+    ``channel_key(task_name, task_id, args, kwargs)`` names the channel for them (default: the
+    Celery task id; None: no lifecycle events for that task).
     """
     handlers = _Handlers(default.configure(config), flush_on_task_end)
     for signal, receiver in (
@@ -52,6 +62,10 @@ def install(
         # weak=False: the receivers are bound methods of an object nothing else keeps alive.
         # dispatch_uid: installing twice replaces the first wiring instead of doubling it.
         signal.connect(receiver, weak=False, dispatch_uid=f"notifier.{receiver.__name__}")
+    if lifecycle:
+        Lifecycle(channel_key).connect()
+    else:
+        Lifecycle.disconnect()  # installing again with lifecycle=False turns it off
 
 
 class _Handlers:

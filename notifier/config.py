@@ -171,6 +171,7 @@ class QueueConfig(Table):
     batch_size: int = setting(256, POSITIVE_INT)
     overflow: Overflow = setting("drop_newest", one_of("drop_newest", "drop_oldest"))
     max_event_bytes: int = setting(65_536, EVENT_BYTES)
+    progress_interval: float = setting(0.1, NON_NEGATIVE)
 
     @classmethod
     def fill_defaults(cls, values: dict[str, Any]) -> dict[str, Any]:

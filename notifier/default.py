@@ -12,6 +12,8 @@ import threading
 from typing import Any
 
 from notifier.config import NotifierConfig, load_config
+from notifier.events import describe_error
+from notifier.logs import get_logger
 from notifier.publisher import Notifier
 
 _lock = threading.Lock()
@@ -73,7 +75,15 @@ def publish(task_id: str, event_type: str, data: Any = None) -> bool:
 
 
 def publish_failed(task_id: str, error: object, **extra: Any) -> bool:
-    return get_notifier().publish_failed(task_id, error, **extra)
+    """Never raises: on the failure path, not even a configuration error found only now (the
+    first call loads the configuration) may replace the task's own error. That one is logged as
+    ``notifier_unavailable`` and the call returns False."""
+    try:
+        notifier = get_notifier()
+    except Exception as exc:
+        get_logger("error").error("notifier_unavailable", error=describe_error(exc)[0])
+        return False
+    return notifier.publish_failed(task_id, error, **extra)
 
 
 def publish_progress(

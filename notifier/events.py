@@ -27,7 +27,9 @@ from notifier.exceptions import InvalidEvent
 TASK_ID_MAX = 256
 EVENT_TYPE_MAX = 64
 ERROR_MAX_CHARS = 4096
-TERMINAL_TYPES = frozenset({"completed", "failed"})
+# The events that end a task run: subscribe() stops after one, and coalescing never lets a
+# task's progress overtake one (notifier/coalesce.py).
+TERMINAL_TYPES = frozenset({"completed", "failed", "revoked"})
 
 # A task id names a Redis channel (and, with history, a stream key). Whitespace and control
 # characters break line-based tools and logs; `*?[]` would make a PSUBSCRIBE listener match other
@@ -59,6 +61,12 @@ os.register_at_fork(after_in_child=_reseed_after_fork)
 
 def new_event_id() -> str:
     return f"{_id_prefix}-{next(_id_counter):x}"
+
+
+def event_id_prefix() -> str:
+    """What every event id this process makes starts with (``<prefix>-<counter>``); drawn
+    afresh in a forked child, so it tells apart the events of different processes."""
+    return _id_prefix
 
 
 # Task ids already found valid. A task publishes many events under one id, so most checks end

@@ -3,10 +3,12 @@
 One lock guards the counters *and* the hand-over to the queue (the publisher holds it around
 ``put_nowait``, the notifier thread around ``task_done``), so that at any moment::
 
-    accepted == published + pending + dropped after acceptance
+    accepted == published + pending + coalesced + dropped after acceptance
 
 where ``pending`` is the queue's count of unfinished items: queued, or taken by the notifier thread
-and not yet settled. Calls that returned False are counted in ``rejected`` and in ``dropped`` too.
+and not yet settled, and ``coalesced`` counts progress events replaced by a later one of their
+task before they were sent (``notifier/coalesce.py``); they are not drops. Calls
+that returned False are counted in ``rejected`` and in ``dropped`` too.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 # Reasons for an event refused at the call site (the publish call returned False).
 QUEUE_FULL = "queue_full"
 CLOSED = "closed"
+INVALID = "invalid"  # publish_failed's arguments cannot make an event; it never raises
 # Reasons for an event accepted and later given up.
 EVICTED = "evicted"  # pushed out of a full queue by a newer event (overflow = "drop_oldest")
 SHUTDOWN = "shutdown"  # still undelivered when close() ran out of time
@@ -41,6 +44,7 @@ class Ledger:
         self.published = 0
         self.rejected = 0
         self.lost = 0  # accepted, then dropped
+        self.coalesced = 0  # accepted, then replaced by a later progress event of its task
         self.resent = 0  # events sent again after a connection broke mid-batch
         self.dropped_by_reason: Counter[str] = Counter()
         # Written only by the notifier thread; single attribute stores, read without the lock.
@@ -51,9 +55,9 @@ class Ledger:
         self.last_publish_at: float | None = None
         self.heartbeat_at: float | None = None  # wall time of the loop's last heartbeat
         self.loop_lag = 0.0  # how late the last heartbeat ran, in seconds
-        # Rate limit for the notification_dropped warning.
-        self._unreported: Counter[str] = Counter()
-        self._last_report = -math.inf
+        # Rate limits for the notification_dropped warning and the notification_invalid error.
+        self._drops = _Reports()
+        self._invalid = _Reports()
 
     # Called with ``lock`` held, except settle() ----------------------------------------------
 
@@ -61,6 +65,17 @@ class Ledger:
         """Count a refused event. Returns the drops to log, at most once per interval."""
         self.rejected += 1
         return self._drop(reason, 1)
+
+    def reject_invalid(self) -> dict[str, int] | None:
+        """Count a publish_failed call whose arguments make no event; its own rate limit."""
+        self.rejected += 1
+        self.dropped_by_reason[INVALID] += 1
+        return self._invalid.add(INVALID, 1)
+
+    def coalesce(self) -> None:
+        """Count an accepted progress event that a later one replaced before it was queued."""
+        self.accepted += 1
+        self.coalesced += 1
 
     def lose(self, reason: str, count: int = 1) -> dict[str, int] | None:
         """Count accepted events that will never be published; they are settled too, so a
@@ -96,14 +111,7 @@ class Ledger:
 
     def _drop(self, reason: str, count: int) -> dict[str, int] | None:
         self.dropped_by_reason[reason] += count
-        self._unreported[reason] += count
-        now = time.monotonic()
-        if now - self._last_report < DROP_REPORT_INTERVAL:
-            return None
-        self._last_report = now
-        report = dict(self._unreported)
-        self._unreported.clear()
-        return report
+        return self._drops.add(reason, count)
 
     def note_error(self, error: str) -> None:
         """Record why the connection failed, and when. Notifier thread only; no lock needed."""
@@ -119,7 +127,7 @@ class Ledger:
             target = self.accepted
             self._flush_waiters += 1
             try:
-                while self.published + self.lost < target:
+                while self.published + self.lost + self.coalesced < target:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
@@ -136,6 +144,7 @@ class Ledger:
             "pending": pending,
             "dropped": self.rejected + self.lost,
             "dropped_by_reason": dict(self.dropped_by_reason),
+            "coalesced": self.coalesced,
             "rejected": self.rejected,
             "resent": self.resent,
             "connected": self.connected,
@@ -146,3 +155,22 @@ class Ledger:
             "heartbeat_at": self.heartbeat_at,
             "loop_lag": self.loop_lag,
         }
+
+
+class _Reports:
+    """Counts not yet logged, released at most once per DROP_REPORT_INTERVAL: a log line per
+    interval, not per event, however many events there are."""
+
+    def __init__(self) -> None:
+        self._unreported: Counter[str] = Counter()
+        self._last = -math.inf
+
+    def add(self, reason: str, count: int) -> dict[str, int] | None:
+        self._unreported[reason] += count
+        now = time.monotonic()
+        if now - self._last < DROP_REPORT_INTERVAL:
+            return None
+        self._last = now
+        report = dict(self._unreported)
+        self._unreported.clear()
+        return report

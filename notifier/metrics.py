@@ -42,6 +42,11 @@ class SnapshotCollector:
             "dropped": CounterMetricFamily(
                 "notifier_dropped", "Events dropped, by reason", labels=[*LABELS, "reason"]
             ),
+            "coalesced": CounterMetricFamily(
+                "notifier_coalesced",
+                "Progress events replaced by a later one of their task, or superseded by its end",
+                labels=LABELS,
+            ),
             "reconnects": CounterMetricFamily(
                 "notifier_reconnects",
                 "Connections to Redis made again after one was lost",
@@ -68,6 +73,7 @@ class SnapshotCollector:
             labels = [str(s.pid), str(s.notifier)]
             counters["published"].add_metric(labels, s.published)
             counters["reconnects"].add_metric(labels, s.reconnects)
+            counters["coalesced"].add_metric(labels, s.coalesced)
             for reason, count in sorted(s.dropped_by_reason.items()):
                 counters["dropped"].add_metric([*labels, reason], count)
             values = {

@@ -15,12 +15,14 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import hiredis
 import janus
 from redis.exceptions import RedisError
 
-from notifier.batch import Item, Packer
+from notifier.batch import Event, Item, Packer
+from notifier.coalesce import Coalescer, Gate, Slot
 from notifier.config import NotifierConfig
 from notifier.ledger import CRASHED, SHUTDOWN, Ledger
 from notifier.link import PING, Link
@@ -39,9 +41,14 @@ TRANSPORT_ERRORS = (RedisError, OSError, hiredis.ProtocolError)
 class Sender:
     """Takes batches off the queue and publishes them, reconnecting until they are delivered."""
 
-    def __init__(self, config: NotifierConfig, ledger: Ledger, log: Logger) -> None:
+    def __init__(
+        self, config: NotifierConfig, ledger: Ledger, coalescer: Coalescer, log: Logger
+    ) -> None:
         self.config = config
         self.ledger = ledger
+        self.coalescer = coalescer
+        interval = config.queue.progress_interval
+        self._gate = Gate(interval) if interval > 0 else None
         self.log = log
         self.ready = threading.Event()
         # Called on the notifier thread with the loop's lag at every heartbeat (health snapshots).
@@ -128,29 +135,84 @@ class Sender:
         gather into batches. After ACTIVE_WINDOW without events it waits on the queue again, so
         an idle process costs nothing.
         """
-        idle = self.config.health.heartbeat_interval
         loop = asyncio.get_running_loop()
         await self._probe()  # connect now, not at the first event: health shows the truth early
         last_event = -math.inf
         while True:
-            batch, closed = self._take(queue, [])
+            taken, closed = self._take(queue, [])
+            batch = self._admit(taken, drain=closed)
             if not batch:
                 if closed:
-                    return  # closed and drained
+                    return  # closed, drained, and nothing held
                 if loop.time() - last_event < ACTIVE_WINDOW:
                     await asyncio.sleep(POLL_INTERVAL)
                     continue
-                try:
-                    async with asyncio.timeout(idle):
-                        first = await queue.get()
-                except TimeoutError:
-                    await self._probe()
+                first = await self._wait(queue)
+                if first is None:
                     continue
-                except janus.AsyncQueueShutDown:
-                    return  # closed and drained
-                batch, _ = self._take(queue, [first])
+                taken, _ = self._take(queue, [first])
+                batch = self._admit(taken, drain=False)
+                if not batch:
+                    continue  # it was a progress slot, held until its task may send again
             last_event = loop.time()
             await self._deliver(queue, batch)
+
+    async def _wait(self, queue: janus.AsyncQueue[Item]) -> Item | None:
+        """Wait for the next event, for up to a heartbeat interval (then check the connection)
+        or until the first held progress slot falls due; None when none came."""
+        due = None if self._gate is None else self._gate.next_due()
+        wait = self.config.health.heartbeat_interval
+        if due is not None:
+            wait = max(0.0, min(wait, due - time.monotonic()))
+        try:
+            async with asyncio.timeout(wait):
+                return await queue.get()
+        except TimeoutError:
+            if due is None:
+                await self._probe()
+            return None
+        except janus.AsyncQueueShutDown:
+            return None  # the next _take sees it, and the loop drains what is held
+
+    def _admit(self, taken: list[Item], drain: bool) -> list[Event]:
+        """The events to send now: encoded events as they are; progress slots whose task may
+        send again; held slots that fell due (every one, when draining). A slot taken too soon
+        after its task's last progress is held, and keeps taking its task's newer progress."""
+        gate = self._gate
+        if gate is None:
+            return cast(list[Event], taken)  # no coalescing: the queue holds no slots
+        if not taken and not gate.holding:
+            return []
+        now, lock = time.monotonic(), self.ledger.lock
+        batch: list[Event] = []
+        if gate.holding:
+            # Held slots whose task's terminal event was queued since: they were taken before
+            # anything taken now, so they go first.
+            with lock:
+                for task_id, slot in gate.urgent():
+                    self._close(task_id, slot, now, batch)
+        for task_id, data in taken:
+            if not isinstance(data, Slot):
+                batch.append((task_id, data))
+                continue
+            due = gate.due(task_id)
+            with lock:  # Slot.urgent and the open slots are written by callers under it
+                if due > now and not drain and not data.urgent:
+                    gate.hold(task_id, data, due)
+                else:
+                    self._close(task_id, data, now, batch)
+        ready = gate.release() if drain else gate.ready(now)
+        if ready:
+            with lock:
+                for task_id, slot in ready:
+                    self._close(task_id, slot, now, batch)
+        return batch
+
+    def _close(self, task_id: str, slot: Slot, now: float, batch: list[Event]) -> None:
+        """Send this slot's latest progress: into ``batch``. Called with the ledger's lock."""
+        batch.append((task_id, self.coalescer.close(task_id, slot)))
+        if self._gate is not None:
+            self._gate.sent(task_id, now)
 
     def _take(self, queue: janus.AsyncQueue[Item], batch: list[Item]) -> tuple[list[Item], bool]:
         """Fill ``batch`` with what is queued, up to batch_size, without waiting; and whether the
@@ -164,7 +226,7 @@ class Sender:
                 return batch, True
         return batch, False
 
-    async def _deliver(self, queue: janus.AsyncQueue[Item], batch: Sequence[Item]) -> None:
+    async def _deliver(self, queue: janus.AsyncQueue[Item], batch: Sequence[Event]) -> None:
         """Publish the batch, reconnecting as often as it takes (at least once delivery)."""
         attempt = 0
         while True:
@@ -212,7 +274,7 @@ class Sender:
             await self._lost_connection(self._describe(exc))
 
     def _settle(
-        self, queue: janus.AsyncQueue[Item], batch: Sequence[Item], replies: Sequence[object]
+        self, queue: janus.AsyncQueue[Item], batch: Sequence[Event], replies: Sequence[object]
     ) -> None:
         """Count the batch: an event is published when its PUBLISH succeeded. History writes that
         failed are logged; they do not make the live event undelivered."""

@@ -52,6 +52,7 @@ class Snapshot:
     published: int
     dropped: int
     dropped_by_reason: dict[str, int]
+    coalesced: int
     reconnects: int
     last_publish_at: float | None
     redis_url: str  # redacted
@@ -79,6 +80,7 @@ class Snapshot:
             published=int(raw["published"]),
             dropped=int(raw["dropped"]),
             dropped_by_reason={str(k): int(v) for k, v in reasons.items()},
+            coalesced=int(raw["coalesced"]),
             reconnects=int(raw["reconnects"]),
             last_publish_at=_optional(float, raw["last_publish_at"]),
             redis_url=str(raw["redis_url"]),
@@ -136,6 +138,7 @@ class SnapshotWriter:
             published=stats["published"],
             dropped=stats["dropped"],
             dropped_by_reason=stats["dropped_by_reason"],
+            coalesced=stats["coalesced"],
             reconnects=stats["reconnects"],
             last_publish_at=stats["last_publish_at"],
             redis_url=notifier.config.redis.safe_url,
@@ -195,6 +198,7 @@ class ProcessHealth:
             "published": s.published,
             "dropped": s.dropped,
             "dropped_by_reason": s.dropped_by_reason,
+            "coalesced": s.coalesced,
             "reconnects": s.reconnects,
             "last_publish_at": s.last_publish_at,
             "redis_url": s.redis_url,

@@ -24,11 +24,14 @@ class Harness:
         celery_table = worker.pop("celery_table", "")
         extra_toml = worker.pop("extra_toml", "")  # more tables, e.g. [health]
         publish_timeout = worker.pop("publish_timeout", 1.0)
+        # Off by default: these tests check each step's progress event of the workflows.
+        progress_interval = worker.pop("progress_interval", 0.0)
         self.config.write_text(
             f'[database]\nurl = "{db_url}"\n'
             f'[celery]\nbroker_url = "{redis.url}"\nresult_backend = "{redis.url}"\n'
             f"{celery_table}\n"
             f"[redis]\nconnect_timeout = 1.0\npublish_timeout = {publish_timeout}\n"
+            f"[queue]\nprogress_interval = {progress_interval}\n"
             "[reconnect]\ninitial_backoff = 0.01\nmax_backoff = 0.2\n"
             f"{extra_toml}\n"
         )

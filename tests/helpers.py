@@ -13,13 +13,16 @@ import pytest
 import sqlalchemy as sa
 
 from notifier import NotifierConfig
-from notifier.config import ReconnectConfig, RedisConfig
+from notifier.config import QueueConfig, ReconnectConfig, RedisConfig
 
 
 def make_config(url: str, **tables: dict[str, Any]) -> NotifierConfig:
-    """A config for ``url`` with quick reconnects, plus per-table overrides."""
+    """A config for ``url`` with quick reconnects, plus per-table overrides. Progress is not
+    coalesced unless a test asks (``queue={"progress_interval": ...}``): most tests count every
+    progress event they publish. tests/test_coalesce.py and the Celery tests run with it on."""
     config = NotifierConfig(
         redis=RedisConfig(url=url, connect_timeout=1.0, publish_timeout=1.0),
+        queue=QueueConfig(progress_interval=0.0),
         reconnect=ReconnectConfig(initial_backoff=0.01, max_backoff=0.2),
     )
     for name, values in tables.items():
@@ -28,9 +31,11 @@ def make_config(url: str, **tables: dict[str, Any]) -> NotifierConfig:
 
 
 def assert_invariant(stats: dict[str, Any]) -> None:
-    """accepted == published + pending + drops after acceptance; refused calls are drops too."""
+    """accepted == published + pending + coalesced + drops after acceptance; refused calls are
+    drops too."""
     after_acceptance = stats["dropped"] - stats["rejected"]
-    assert stats["accepted"] == stats["published"] + stats["pending"] + after_acceptance, stats
+    settled = stats["published"] + stats["pending"] + stats["coalesced"] + after_acceptance
+    assert stats["accepted"] == settled, stats
     assert sum(stats["dropped_by_reason"].values()) == stats["dropped"], stats
 
 

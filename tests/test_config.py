@@ -39,6 +39,7 @@ BAD = [
         "queue.overflow must be one of 'drop_newest', 'drop_oldest'",
     ),
     ("[queue]\nmax_event_bytes = 100", "queue.max_event_bytes must be an integer from 4096"),
+    ("[queue]\nprogress_interval = -0.1", "queue.progress_interval must be a non-negative number"),
     ("[queue]\nmax_size = 10", "queue.max_size is not a known key; did you mean queue.maxsize?"),
     ("[health]\nenable = true", "health.enable is not a known key; did you mean health.enabled?"),
     ("[helth]\nenabled = true", "[helth] is not a notifier table; did you mean [health]?"),

@@ -1,4 +1,4 @@
-"""Bad events are rejected at the call site; publish_failed never raises for any error value."""
+"""Bad events are rejected at the call site; publish_failed never raises, whatever it is given."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import math
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import assert_invariant
+from structlog.testing import capture_logs
 
-from notifier import InvalidEvent, Notifier, NotifierError
+from notifier import InvalidEvent, Notifier, NotifierError, default
 from notifier.events import ERROR_MAX_CHARS, TASK_ID_MAX
 from notifier.testing import EventCollector, RedisServer
 
@@ -56,16 +59,24 @@ BAD_TASK_IDS: list[Any] = [
 
 @pytest.mark.parametrize("task_id", BAD_TASK_IDS)
 def test_bad_task_id_raises_invalid_event(notifier: Notifier, task_id: Any) -> None:
-    """A task id outside the documented rule raises InvalidEvent from every publish helper."""
+    """A task id outside the documented rule raises InvalidEvent from every publish helper but
+    publish_failed, which returns False and counts an 'invalid' drop instead."""
     for call in (
         lambda: notifier.publish(task_id, "custom", {}),
         lambda: notifier.publish_progress(task_id, 1),
         lambda: notifier.publish_completed(task_id),
-        lambda: notifier.publish_failed(task_id, "error"),
     ):
         with pytest.raises(InvalidEvent, match="task_id"):
             call()
     assert 0 == notifier.stats()["accepted"] + notifier.stats()["dropped"]
+    assert notifier.publish_failed(task_id, "error") is False
+    stats = notifier.stats()
+    assert (0, 1, {"invalid": 1}) == (
+        stats["accepted"],
+        stats["rejected"],
+        stats["dropped_by_reason"],
+    )
+    assert_invariant(stats)
 
 
 @pytest.mark.parametrize("task_id", ["x" * TASK_ID_MAX, "задача-7", "a:b/c.d@e#1", "ü" * 10])
@@ -209,9 +220,68 @@ def test_publish_failed_extras_and_oversize_fallback(
 
 
 def test_extras_must_not_override_reserved_fields(notifier: Notifier) -> None:
-    """publish_failed(error_type=...) is a programming error, not a silent overwrite."""
-    with pytest.raises(InvalidEvent, match="error_type"):
-        notifier.publish_failed("t", "e", error_type="x")
+    """publish_failed(error_type=...) is refused, not a silent overwrite: False, an 'invalid'
+    drop, and notification_invalid naming the reason."""
+    with capture_logs() as logs:
+        assert notifier.publish_failed("t", "e", error_type="x") is False
+    assert {"invalid": 1} == notifier.stats()["dropped_by_reason"]
+    (logged,) = [e for e in logs if e["event"] == "notification_invalid"]
+    assert "error" == logged["log_level"]
+    assert "error_type" in logged["reason"]
+
+
+@pytest.mark.parametrize(
+    ("task_id", "extra", "reason"),
+    [
+        ("my job", {}, "task_id must not contain whitespace"),
+        (None, {}, "task_id must be a str"),
+        ("", {}, "task_id must be 1 to 256 characters"),
+        ("t", {"rows": {1, 2}}, "not JSON-serialisable"),
+        ("t", {"blob": b"\x00"}, "not JSON-serialisable"),
+        ("t", {"ratio": float("nan")}, "NaN or infinity"),
+        ("t", {"big": "x" * 70_000}, "over queue.max_event_bytes"),
+    ],
+)
+def test_publish_failed_never_raises_whatever_its_arguments(
+    notifier: Notifier, task_id: Any, extra: dict[str, Any], reason: str
+) -> None:
+    """Inside an except block, a malformed task id or unencodable extras never replace the
+    task's own error: False, counted as 'invalid', logged with the reason."""
+    with capture_logs() as logs:
+        try:
+            raise ConnectionError("the real error")
+        except ConnectionError as exc:
+            assert notifier.publish_failed(task_id, exc, **extra) is False
+    stats = notifier.stats()
+    assert {"invalid": 1} == stats["dropped_by_reason"]
+    assert_invariant(stats)
+    (logged,) = [e for e in logs if e["event"] == "notification_invalid"]
+    assert reason in logged["reason"]
+
+
+def test_notification_invalid_is_logged_once_per_interval(notifier: Notifier) -> None:
+    """A thousand invalid failure reports: a thousand drops counted, one log line."""
+    with capture_logs() as logs:
+        for _ in range(1000):
+            assert notifier.publish_failed("bad id", "e") is False
+    assert {"invalid": 1000} == notifier.stats()["dropped_by_reason"]
+    assert 1 == sum(e["event"] == "notification_invalid" for e in logs)
+
+
+def test_the_default_publish_failed_never_raises_even_for_a_bad_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process-wide publish_failed, first called with a broken config file: False and a
+    notifier_unavailable error line, not a ConfigError in the caller's except block."""
+    bad = tmp_path / "config.toml"
+    bad.write_text("[queue]\nmaxsize = -1\n")
+    monkeypatch.setenv("NOTIFIER_CONFIG", str(bad))
+    default.shutdown()
+    monkeypatch.setattr(default, "_config", None)
+    with capture_logs() as logs:
+        assert default.publish_failed("t", RuntimeError("x")) is False
+    (logged,) = [e for e in logs if e["event"] == "notifier_unavailable"]
+    assert "queue.maxsize" in logged["error"]
 
 
 @pytest.mark.parametrize("progress", ["50%", None, True, math.nan, math.inf])

@@ -180,7 +180,9 @@ OUTAGE_SCRIPT = """
     url, overflow, calls, maxsize, batch = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
     n = Notifier(NotifierConfig(
         redis=RedisConfig(url=url, connect_timeout=1.0, publish_timeout=1.0),
-        queue=QueueConfig(maxsize=maxsize, batch_size=batch, overflow=overflow),
+        queue=QueueConfig(
+            maxsize=maxsize, batch_size=batch, overflow=overflow, progress_interval=0.0
+        ),
         reconnect=ReconnectConfig(initial_backoff=0.01, max_backoff=0.2),
     ))
     n.start()

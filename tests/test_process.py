@@ -55,13 +55,13 @@ def test_interpreter_exit_drains_the_default_notifier(
         """
         import notifier
         for i in range(3000):
-            assert notifier.publish_progress("exit-drain", i)
+            assert notifier.publish("exit-drain", "tick", {"seq": i})
         notifier.publish_completed("exit-drain", result="bye")
         """,
         ("NOTIFIER_REDIS_URL", redis_server.url),
     )
     events = collector.wait_for(3001)
-    assert list(range(3000)) == [e["data"]["progress"] for e in events[:-1]]
+    assert list(range(3000)) == [e["data"]["seq"] for e in events[:-1]]
     assert "completed" == events[-1]["type"]
     assert not [line for line in output.splitlines() if any(n in line for n in NOISE)], output
 
@@ -79,7 +79,7 @@ def test_interpreter_exit_with_redis_unreachable_is_bounded() -> None:
             shutdown=ShutdownConfig(drain_timeout=0.5),
         ))
         for i in range(10):
-            notifier.publish_progress("nowhere", i)
+            notifier.publish("nowhere", "tick", {"seq": i})
         """,
         timeout=10,
     )
