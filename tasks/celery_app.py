@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from celery import Celery, signals
+from celery.exceptions import TimeLimitExceeded, WorkerLostError
 
 import notifier
 import notifier.celery
@@ -32,6 +33,22 @@ app.conf.update(
     worker_prefetch_multiplier=1,  # workflows are long; don't let one child hoard them
     broker_connection_retry_on_startup=True,
 )
+
+
+@signals.task_failure.connect
+def _fail_workflows_of_lost_runs(
+    sender: Any = None, exception: BaseException | None = None, args: Any = (), **_: Any
+) -> None:
+    """A run the worker's main process had to end: its child was killed (WorkerLostError) or
+    stopped at the hard time limit. The run's own except block never ran, so the workflow's
+    failure is recorded here, database first, then on the workflow's channel. Connected before
+    install(), so that it runs before the notifier's own failed event for the Celery task id."""
+    if isinstance(exception, WorkerLostError | TimeLimitExceeded) and args:
+        from tasks.workflow_resume_tasks import mark_task_failed  # it imports this module
+
+        mark_task_failed(str(args[0]), exception)
+
+
 notifier.celery.install(app, settings.notifier, flush_on_task_end=settings.flush_on_task_end)
 
 _store: tuple[int, TaskStore] | None = None
@@ -52,9 +69,10 @@ def _configure_worker_logging(**_: Any) -> None:
 
 
 @signals.worker_init.connect
-def _report_worker_counters(sender: Any = None, **_: Any) -> None:
-    if notifier.celery.pool_name(getattr(sender, "pool_cls", None)) != "prefork":
-        reports.report_at_close(notifier.get_notifier())  # solo, threads: this process publishes
+def _report_worker_counters(**_: Any) -> None:
+    # The worker's main process publishes too: with solo or threads, every event; with
+    # prefork, the lifecycle events of the runs its children could not end (lost, killed).
+    reports.report_at_close(notifier.get_notifier())
 
 
 @signals.worker_process_init.connect

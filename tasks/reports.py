@@ -16,9 +16,18 @@ import weakref
 from typing import Any
 
 from notifier import Notifier
+from notifier.events import event_id_prefix
 
 ENV_REPORT_FILE = "TASKS_NOTIFIER_REPORT"
-FIELDS = ("accepted", "published", "pending", "dropped", "dropped_by_reason", "reconnects")
+FIELDS = (
+    "accepted",
+    "published",
+    "pending",
+    "coalesced",
+    "dropped",
+    "dropped_by_reason",
+    "reconnects",
+)
 _reporting: weakref.WeakSet[Notifier] = weakref.WeakSet()
 
 
@@ -32,7 +41,11 @@ def report_at_close(notifier: Notifier) -> None:
 
 
 def append_report(path: str, stats: dict[str, Any]) -> None:
-    line = {"pid": os.getpid(), **{key: stats[key] for key in FIELDS}}
+    line = {
+        "pid": os.getpid(),
+        "event_id_prefix": event_id_prefix(),  # tells this process's events from others'
+        **{key: stats[key] for key in FIELDS},
+    }
     data = json.dumps(line, separators=(",", ":")).encode() + b"\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:

@@ -1,13 +1,15 @@
 """The built-in workflow steps: async functions registered by name.
 
 A workflow lists steps as ``"name"`` or ``"name:argument"``, for example
-``["noop", "sleep:0.2", "cpu:0.05"]``.
+``["noop", "sleep:0.2", "cpu:0.05"]``. ``crash`` kills the worker child running it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -80,6 +82,13 @@ async def cpu(ctx: StepContext) -> None:
         for _ in range(1000):
             digest = hashlib.sha256(digest).digest()
         await asyncio.sleep(0)
+
+
+@step("crash")
+async def crash(ctx: StepContext) -> None:
+    """Kills the worker process running the step with SIGKILL, as the kernel's OOM killer
+    would: no except block runs. The worker's main process reports the run as lost."""
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @step("fail")

@@ -130,7 +130,7 @@ def test_unknown_step_fails_the_task_clearly(harness: Harness) -> None:
     task_id = harness.new_task(["noop", "teleport"])
     result = harness.run("start_workflow", task_id)
     assert "failed" == result["status"]
-    assert "unknown step 'teleport' (known steps: cpu, fail, noop, sleep)" in result["error"]
+    assert "unknown step 'teleport' (known steps: cpu, crash, fail, noop, sleep)" in result["error"]
     assert ["progress", "failed"] == types(harness.events(task_id, until_type="failed"))
 
 
@@ -146,18 +146,22 @@ def test_missing_task_row_still_notifies_and_logs_the_db_failure(harness: Harnes
 
 
 def test_a_task_id_the_notifier_refuses_still_ends_the_task_as_failed(harness: Harness) -> None:
-    """The notifier refusing the id (a space in it) raises InvalidEvent inside the failure path:
-    failed_to_mark_task_as_failed is logged with it and the task still returns its failure."""
+    """The notifier refusing the id (a space in it) inside the failure path: publish_failed
+    returns False instead of raising, the worker logs notification_invalid with the reason and
+    failed_to_send_failure_notification, and the task still returns its own failure."""
     task_id = f"wf bad-{uuid.uuid4().hex[:6]}"
     result = harness.run("resume_after_review", task_id, {"approved": True})
     assert {"success": False, "status": "failed"} == {k: result[k] for k in ("success", "status")}
     assert f"WorkflowError: task '{task_id}' not found" == result["error"]
-    assert harness.worker.wait_for_line('"failed_to_mark_task_as_failed"', 10)
+    assert harness.worker.wait_for_line('"failed_to_send_failure_notification"', 10)
     (logged,) = [
-        e for e in harness.worker.log_events("failed_to_mark_task_as_failed")
+        e for e in harness.worker.log_events("failed_to_send_failure_notification")
         if e["task_id"] == task_id
     ]  # fmt: skip
-    assert "InvalidEvent" in str(logged["exception"])
+    assert "warning" == logged["level"]
+    invalid = harness.worker.log_events("notification_invalid")
+    assert any("task_id must not contain whitespace" in e["reason"] for e in invalid), invalid
+    assert [] == harness.worker.log_events("failed_to_mark_task_as_failed")
 
 
 @pytest.mark.parametrize("flush_on_task_end", [True, False])
@@ -269,4 +273,5 @@ def test_demo_runs_green_on_embedded_defaults() -> None:
     )
     assert 0 == done.returncode, done.stdout + done.stderr
     assert "demo OK" in done.stdout
-    assert 10 == done.stdout.count(" yes")
+    assert 11 == done.stdout.count(" yes")
+    assert "WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL)" in done.stdout
