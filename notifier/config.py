@@ -1,4 +1,5 @@
 """Configuration: frozen dataclasses that mirror the TOML tables, and their strict loader.
+What each key may hold, and the checking itself, is ``notifier/checks.py``'s.
 
 Every table the notifier owns is validated strictly: an unknown key, a wrong type or a bad value
 raises :class:`ConfigError` naming the file and the dotted key, and a mistyped name gets the
@@ -12,16 +13,28 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 import os
 import tomllib
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
 
-from redis.asyncio.connection import ConnectionPool
-
+from notifier.checks import (
+    ANY_STR,
+    BOOL,
+    EVENT_BYTES,
+    HOST,
+    NON_NEGATIVE,
+    PORT,
+    POSITIVE,
+    POSITIVE_INT,
+    REDIS_URL,
+    Check,
+    Table,
+    as_float,
+    one_of,
+    setting,
+)
 from notifier.exceptions import ConfigError
 from notifier.redaction import redact_url
 
@@ -33,116 +46,6 @@ APP_TABLES_KEY = "app_tables"
 
 Overflow = Literal["drop_newest", "drop_oldest"]
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """What a key must hold: the type TOML must give, a predicate, and the words for both."""
-
-    kind: type
-    expected: str
-    ok: Callable[[Any], bool] = lambda _value: True
-
-    def accepts(self, value: Any) -> bool:
-        if isinstance(value, bool) and self.kind is not bool:
-            return False  # bool is an int subclass; `maxsize = true` is a mistake, not 1
-        if self.kind is float and isinstance(value, int):
-            value = _as_float(value)
-        return isinstance(value, self.kind) and self.ok(value)
-
-
-def _as_float(value: int) -> float | int:
-    """An integer given for a number of seconds, as a float; one too big for a float stays an
-    int, which the check then refuses (a ConfigError, not an OverflowError)."""
-    try:
-        return float(value)
-    except OverflowError:
-        return value
-
-
-POSITIVE_INT = Check(int, "a positive integer", lambda v: v > 0)
-POSITIVE = Check(float, "a positive number", lambda v: math.isfinite(v) and v > 0)
-NON_NEGATIVE = Check(float, "a non-negative number", lambda v: math.isfinite(v) and v >= 0)
-ANY_STR = Check(str, "a string")
-# At least room for a failure report with a long task id; at most Redis's 512 MiB string limit.
-EVENT_BYTES = Check(
-    int, "an integer from 4096 to 536870912", lambda v: 4096 <= v <= 512 * 1024 * 1024
-)
-BOOL = Check(bool, "true or false")
-
-
-PORT = Check(int, "a port number from 0 (any free port) to 65535", lambda v: 0 <= v <= 65535)
-HOST = Check(str, "a host name or address", lambda v: bool(v.strip()))
-
-
-def one_of(*choices: str) -> Check:
-    return Check(str, "one of " + ", ".join(repr(c) for c in choices), lambda v: v in choices)
-
-
-def setting(default: Any, check: Check) -> Any:
-    """A dataclass field that carries the check its value must pass."""
-    return field(default=default, metadata={"check": check})
-
-
-def _is_redis_url(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        if parts.scheme == "unix":
-            ok = bool(parts.path)
-        else:
-            _ = parts.port  # raises ValueError for a non-numeric or out-of-range port
-            db = parts.path.lstrip("/")
-            ok = parts.scheme in ("redis", "rediss") and bool(parts.hostname)
-            ok = ok and (db == "" or db.isdigit())
-        # The notifier thread builds its connection from the URL, options included: anything
-        # redis-py would refuse there must be refused here, before anything starts.
-        if ok:
-            ConnectionPool.from_url(url).make_connection()  # type: ignore[no-untyped-call]
-        return ok
-    except (ValueError, TypeError):
-        return False
-
-
-REDIS_URL = Check(
-    str, "a redis://, rediss:// or unix:// URL (with options redis-py accepts)", _is_redis_url
-)
-
-
-class Table:
-    """Validation shared by every table: each field's check, then the table's own rules."""
-
-    TABLE: ClassVar[str]
-
-    def __post_init__(self) -> None:
-        for f in fields(self):  # type: ignore[arg-type]
-            check: Check = f.metadata["check"]
-            value = getattr(self, f.name)
-            if not check.accepts(value):
-                shown = (
-                    redact_url(value) if check is REDIS_URL and isinstance(value, str) else value
-                )
-                raise ConfigError(
-                    f"{self.TABLE}.{f.name} must be {check.expected}, got {shown!r}",
-                    key=f"{self.TABLE}.{f.name}",
-                )
-        self.check_table()
-
-    def check_table(self) -> None:
-        """Rules that involve more than one key; overridden where a table has them."""
-
-    @classmethod
-    def fill_defaults(cls, values: dict[str, Any]) -> dict[str, Any]:
-        """Defaults that depend on other keys of a file's table; overridden where needed."""
-        return values
-
-    def at_least(self, key: str, other: str) -> None:
-        """``key`` must not be below ``other``, a key of the same table."""
-        value, floor = getattr(self, key), getattr(self, other)
-        if value < floor:
-            self.fail(key, f"must be at least {self.TABLE}.{other} ({floor}), got {value}")
-
-    def fail(self, key: str, message: str) -> None:
-        raise ConfigError(f"{self.TABLE}.{key} {message}", key=f"{self.TABLE}.{key}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,13 +178,14 @@ class NotifierConfig:
     def with_env(self, environ: Mapping[str, str] | None = None) -> NotifierConfig:
         """This configuration with ``NOTIFIER_REDIS_URL`` applied, when it is set."""
         env = os.environ if environ is None else environ
+        config = self
         url = env.get(ENV_REDIS_URL)
-        if not url:
-            return self
-        try:
-            return replace(self, redis=replace(self.redis, url=url))
-        except ConfigError as exc:
-            raise ConfigError(f"{ENV_REDIS_URL}: {exc.reason}", key=exc.key) from None
+        if url:
+            try:
+                config = replace(config, redis=replace(config.redis, url=url))
+            except ConfigError as exc:
+                raise ConfigError(f"{ENV_REDIS_URL}: {exc.reason}", key=exc.key) from None
+        return config
 
 
 def did_you_mean(name: str, choices: Collection[str], shown: str = "{}") -> str:
@@ -339,7 +243,7 @@ def _build_table(kind: type[Table], raw: Any) -> Table:
             )
         check: Check = f.metadata["check"]
         if check.kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = _as_float(value)
+            value = as_float(value)
         values[key] = value
     return kind(**kind.fill_defaults(values))
 
