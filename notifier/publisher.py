@@ -2,10 +2,8 @@
 
 A publish call never awaits anything and never raises for transport reasons. It returns True when
 the event is in the queue and False when it was dropped (queue full, notifier closed); every drop is
-counted by reason in ``stats()``. ``publish_failed`` never raises at all.
-
-With ``queue.progress_interval`` set, progress events go through ``notifier/coalesce.py``: a
-task's progress event that finds the previous one still waiting replaces it instead of queueing.
+counted by reason in ``stats()``. ``publish_failed`` never raises at all. The put itself, and its
+accounting, is ``notifier/handover.py``'s.
 """
 
 from __future__ import annotations
@@ -23,18 +21,12 @@ from typing import Any, Self
 import janus
 
 from notifier.batch import Item
-from notifier.coalesce import Coalescer, Slot
+from notifier.coalesce import Coalescer
 from notifier.config import NotifierConfig, default_config
-from notifier.events import (
-    TERMINAL_TYPES,
-    check_event_type,
-    check_task_id,
-    describe_error,
-    encode_event,
-    encode_failure,
-)
+from notifier.events import check_event_type, check_task_id, encode_event, encode_failure
 from notifier.exceptions import InvalidEvent, NotifierError
-from notifier.ledger import CLOSED, EVICTED, QUEUE_FULL, Ledger
+from notifier.handover import TERMINAL, Handover
+from notifier.ledger import CLOSED, Ledger
 from notifier.logs import get_logger
 from notifier.sender import Sender
 
@@ -42,8 +34,6 @@ START_TIMEOUT = 5.0  # creating a loop and a queue in a new thread takes millise
 FORCE_STOP_GRACE = 0.4  # after close()'s deadline, how long the thread gets to count and close
 
 _NEW, _RUNNING, _CLOSED = "new", "running", "closed"
-# What an event is to the queue: sent as is, coalesced (progress), or the end of its task.
-_PLAIN, _PROGRESS, _TERMINAL = 0, 1, 2
 
 # What a forked child inherited from its parent's notifier threads. The child must never touch
 # these (their locks may be held, their sockets are the parent's) nor let them be collected
@@ -62,9 +52,7 @@ class Notifier:
     def __init__(self, config: NotifierConfig | None = None) -> None:
         self.config = config if config is not None else default_config()
         self._log = get_logger(self.config.logging.level, redis_url=self.config.redis.safe_url)
-        self._overflow_oldest = self.config.queue.overflow == "drop_oldest"
         self._max_bytes = self.config.queue.max_event_bytes
-        self._coalescing = self.config.queue.progress_interval > 0
         # Called on the notifier thread at every heartbeat with the loop's lag (health snapshots).
         self._heartbeat_listeners: list[Callable[[float], None]] = []
         self._close_listeners: list[Callable[[], None]] = []
@@ -77,6 +65,7 @@ class Notifier:
         self._lifecycle = threading.Lock()
         self._ledger = Ledger()
         self._coalescer = Coalescer()
+        self._handover = Handover(self.config, self._ledger, self._coalescer, self._log)
         self._sender: Sender | None = None
         self._thread: threading.Thread | None = None
         self._queue: janus.SyncQueue[Item] | None = None
@@ -197,11 +186,7 @@ class Notifier:
     def _publish(self, task_id: str, event_type: str, data: Mapping[str, Any]) -> bool:
         """publish() for an event type known to be valid (the helpers' own)."""
         payload = encode_event(check_task_id(task_id), event_type, data, self._max_bytes)
-        if event_type == "progress":
-            kind = _PROGRESS if self._coalescing else _PLAIN
-        else:
-            kind = _TERMINAL if event_type in TERMINAL_TYPES else _PLAIN
-        return self._offer(task_id, payload, kind)
+        return self._offer(task_id, payload, self._handover.kind(event_type))
 
     def publish_failed(self, task_id: str, error: object, **extra: Any) -> bool:
         """Queue a ``failed`` event. Never raises, whatever its arguments: a malformed task id
@@ -212,8 +197,8 @@ class Notifier:
                 raise InvalidEvent("extra fields must not override error_type")
             payload = encode_failure(check_task_id(task_id), error, extra, self._max_bytes)
         except Exception as exc:  # the failure path: nothing may replace the task's own error
-            return self._refuse_invalid(exc)
-        return self._offer(task_id, payload, _TERMINAL)
+            return self._handover.refuse_invalid(exc)
+        return self._offer(task_id, payload, TERMINAL)
 
     def publish_progress(
         self, task_id: str, progress: float, message: str | None = None, **extra: Any
@@ -236,66 +221,8 @@ class Notifier:
         if queue is None:  # not started yet, or forked: the fork hook cleared it in the child
             queue = self._start_lazily()
             if queue is None:
-                return self._reject(CLOSED)
-        ledger, coalescer = self._ledger, self._coalescer
-        with ledger.lock:
-            if (
-                kind == _PROGRESS
-                and self._state == _RUNNING
-                and coalescer.replace(task_id, payload)
-            ):
-                ledger.coalesce()  # the task's previous progress is still waiting: it is replaced
-                return True
-            item: Item = (task_id, Slot(payload) if kind == _PROGRESS else payload)
-            if kind == _TERMINAL:
-                coalescer.hurry(task_id)  # before the put: see Coalescer.hurry
-            try:
-                queue.put_nowait(item)
-            except janus.SyncQueueShutDown:
-                report, accepted = ledger.reject(CLOSED), False
-            except janus.SyncQueueFull:
-                if self._overflow_oldest:
-                    report = self._evict_oldest(queue)
-                    queue.put_nowait(item)  # room is certain: every put holds ledger.lock
-                    self._accepted(item, kind)
-                    accepted = True
-                else:
-                    report, accepted = ledger.reject(QUEUE_FULL), False
-            else:
-                self._accepted(item, kind)
-                return True
-        if report is not None:
-            self._log.warning("notification_dropped", dropped_by_reason=report)
-        return accepted
-
-    def _accepted(self, item: Item, kind: int) -> None:
-        """Count an event now in the queue; a slot opens, a terminal event ends its task's
-        progress. Called with ledger.lock."""
-        self._ledger.accepted += 1
-        task_id, data = item
-        if isinstance(data, Slot):
-            self._coalescer.register(task_id, data)
-        elif kind == _TERMINAL:
-            self._coalescer.ended(task_id, time.monotonic())
-
-    def _evict_oldest(self, queue: janus.SyncQueue[Item]) -> dict[str, int] | None:
-        """Make room for one event by dropping the oldest queued one. Called with ledger.lock."""
-        try:
-            task_id, data = queue.get_nowait()
-        except janus.SyncQueueEmpty:
-            return None  # the notifier thread just took a batch; there is room now
-        if isinstance(data, Slot):
-            self._coalescer.close(task_id, data)  # no later progress may go into it
-        queue.task_done()
-        return self._ledger.lose(EVICTED)
-
-    def _refuse_invalid(self, exc: Exception) -> bool:
-        with self._ledger.lock:
-            report = self._ledger.reject_invalid()
-        if report is not None:
-            reason, _ = describe_error(exc)
-            self._log.error("notification_invalid", reason=reason, dropped_by_reason=report)
-        return False
+                return self._handover.reject(CLOSED)
+        return self._handover.offer(queue, task_id, payload, kind, self._state == _RUNNING)
 
     def ended_since(self, task_id: str, since: float) -> bool:
         """Whether an event ending ``task_id`` (completed, failed, revoked) was accepted at or
@@ -318,17 +245,11 @@ class Notifier:
             return None
         return self._queue
 
-    def _reject(self, reason: str) -> bool:
-        with self._ledger.lock:
-            report = self._ledger.reject(reason)
-        if report is not None:
-            self._log.warning("notification_dropped", dropped_by_reason=report)
-        return False
-
     # Introspection --------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Counters; ``accepted == published + pending + drops after acceptance`` at any moment."""
+        """Counters; ``accepted == published + pending + coalesced + drops after acceptance`` at
+        any moment."""
         ledger = self._ledger
         with ledger.lock:
             pending = self._queue.unfinished_tasks if self._queue is not None else 0

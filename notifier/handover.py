@@ -1,0 +1,112 @@
+"""The hand-over to the queue: a non-blocking put on the caller's thread, counted.
+
+Every put holds ``ledger.lock``, so that the counters and the queue's count of unfinished events
+agree at every moment (``notifier/ledger.py``). A full queue refuses (``drop_newest``) or makes
+room by evicting its oldest event (``drop_oldest``); either way the call returns at once. With
+``queue.progress_interval`` set, a task's progress event that finds its previous one still
+waiting replaces it in place instead of queueing (``notifier/coalesce.py``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import janus
+
+from notifier.batch import Item
+from notifier.coalesce import Coalescer, Slot
+from notifier.config import NotifierConfig
+from notifier.events import TERMINAL_TYPES, describe_error
+from notifier.ledger import CLOSED, EVICTED, QUEUE_FULL, Ledger
+from notifier.logs import Logger
+
+# What an event is to the queue: sent as is, coalesced (progress), or the end of its task.
+PLAIN, PROGRESS, TERMINAL = 0, 1, 2
+
+
+class Handover:
+    """Puts events into a notifier's queue and counts each one, never waiting."""
+
+    def __init__(
+        self, config: NotifierConfig, ledger: Ledger, coalescer: Coalescer, log: Logger
+    ) -> None:
+        self._overflow_oldest = config.queue.overflow == "drop_oldest"
+        self._coalescing = config.queue.progress_interval > 0
+        self._ledger = ledger
+        self._coalescer = coalescer
+        self._log = log
+
+    def kind(self, event_type: str) -> int:
+        if event_type == "progress":
+            return PROGRESS if self._coalescing else PLAIN
+        return TERMINAL if event_type in TERMINAL_TYPES else PLAIN
+
+    def offer(
+        self, queue: janus.SyncQueue[Item], task_id: str, payload: bytes, kind: int, open: bool
+    ) -> bool:
+        """Put one event; True when accepted. ``open``: the notifier takes events (a progress
+        event may then go into its task's waiting slot)."""
+        ledger, coalescer = self._ledger, self._coalescer
+        with ledger.lock:
+            if kind == PROGRESS and open and coalescer.replace(task_id, payload):
+                ledger.coalesce()  # the task's previous progress is still waiting: it is replaced
+                return True
+            item: Item = (task_id, Slot(payload) if kind == PROGRESS else payload)
+            if kind == TERMINAL:
+                coalescer.hurry(task_id)  # before the put: see Coalescer.hurry
+            try:
+                queue.put_nowait(item)
+            except janus.SyncQueueShutDown:
+                report, accepted = ledger.reject(CLOSED), False
+            except janus.SyncQueueFull:
+                if self._overflow_oldest:
+                    report = self._evict_oldest(queue)
+                    queue.put_nowait(item)  # room is certain: every put holds ledger.lock
+                    self._accepted(item, kind)
+                    accepted = True
+                else:
+                    report, accepted = ledger.reject(QUEUE_FULL), False
+            else:
+                self._accepted(item, kind)
+                return True
+        if report is not None:
+            self._log.warning("notification_dropped", dropped_by_reason=report)
+        return accepted
+
+    def reject(self, reason: str) -> bool:
+        """Count a call refused before it reached a queue (the notifier is closed)."""
+        with self._ledger.lock:
+            report = self._ledger.reject(reason)
+        if report is not None:
+            self._log.warning("notification_dropped", dropped_by_reason=report)
+        return False
+
+    def refuse_invalid(self, exc: Exception) -> bool:
+        """Count a publish_failed call whose arguments make no event; log why, now and then."""
+        with self._ledger.lock:
+            report = self._ledger.reject_invalid()
+        if report is not None:
+            reason, _ = describe_error(exc)
+            self._log.error("notification_invalid", reason=reason, dropped_by_reason=report)
+        return False
+
+    def _accepted(self, item: Item, kind: int) -> None:
+        """Count an event now in the queue; a slot opens, a terminal event ends its task's
+        progress. Called with ledger.lock."""
+        self._ledger.accepted += 1
+        task_id, data = item
+        if isinstance(data, Slot):
+            self._coalescer.register(task_id, data)
+        elif kind == TERMINAL:
+            self._coalescer.ended(task_id, time.monotonic())
+
+    def _evict_oldest(self, queue: janus.SyncQueue[Item]) -> dict[str, int] | None:
+        """Make room for one event by dropping the oldest queued one. Called with ledger.lock."""
+        try:
+            task_id, data = queue.get_nowait()
+        except janus.SyncQueueEmpty:
+            return None  # the notifier thread just took a batch; there is room now
+        if isinstance(data, Slot):
+            self._coalescer.close(task_id, data)  # no later progress may go into it
+        queue.task_done()
+        return self._ledger.lose(EVICTED)
