@@ -1,0 +1,175 @@
+"""``notifier listen``: print a task's events (or every task's) as they arrive, and stay.
+
+A lost connection, or a quiet one that stops answering its PING, is made again with the
+``[reconnect]`` backoff for as long as it takes, until Ctrl-C, ``--count`` or ``--timeout``; each
+outage is said on stderr when it starts and when it ends. Pub/sub keeps nothing: what was
+published during an outage is not printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import sys
+import time
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from notifier.config import NotifierConfig
+from notifier.events import check_task_id
+from notifier.exceptions import NotifierError
+from notifier.redaction import scrub, url_password
+
+HEALTH_CHECK_INTERVAL = 5.0  # seconds of quiet before the connection is PINGed
+
+
+class Listener:
+    """``listen``'s state across connections: what was printed, and the outage under way."""
+
+    def __init__(
+        self,
+        config: NotifierConfig,
+        task_id: str | None,
+        count: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.config = config
+        self.task_id = None if task_id is None else check_task_id(task_id)
+        self.count = count
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.received = 0
+        self.outage_since: float | None = None
+        self.last_error = ""
+
+    def run(self) -> None:
+        attempt = 0
+        while not self._done():
+            try:
+                with _Subscription(self.config, self.task_id) as subscription:
+                    self._connected(subscription.target)
+                    attempt = 0
+                    self._print_events(subscription.pubsub)
+            except (redis.RedisError, OSError) as exc:
+                self.last_error = redis_failure(self.config, exc)
+                if self.outage_since is None:
+                    self.outage_since = time.monotonic()
+                    say(f"{self.last_error} (reconnecting until Ctrl-C or --timeout)")
+                _backoff(self.config, attempt, self.deadline)
+                attempt += 1
+
+    def verdict(self) -> int:
+        """0, or NotifierError saying what fell short."""
+        detail = f"; {self.last_error}" if self.outage_since is not None else ""
+        if self.count is not None and self.received < self.count:
+            raise NotifierError(
+                f"{self.received} of {self.count} events arrived within {self.timeout}s{detail}"
+            )
+        if self.outage_since is not None:
+            raise NotifierError(f"{self.last_error} (still unreachable after {self.timeout}s)")
+        return 0
+
+    def _done(self) -> bool:
+        if self.count is not None and self.received >= self.count:
+            return True
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def _connected(self, target: str) -> None:
+        if self.outage_since is None:
+            say(f"listening on {target} at {self.config.redis.safe_url}")
+        else:
+            took = time.monotonic() - self.outage_since
+            say(f"reconnected after {took:.1f}s; listening on {target}")
+        self.outage_since = None
+
+    def _print_events(self, pubsub: Any) -> None:
+        """Print messages as they arrive until the count or the deadline; a lost connection
+        raises."""
+        while not self._done():
+            wait = 1.0 if self.deadline is None else min(1.0, self.deadline - time.monotonic())
+            message = pubsub.get_message(timeout=max(0.0, wait))
+            if message is not None and message["type"] in ("message", "pmessage"):
+                print(one_line(message["data"]), flush=True)
+                self.received += 1
+
+
+def say(text: str) -> None:
+    """A status line on stderr, apart from the events on stdout."""
+    print(f"notifier: {text}", file=sys.stderr, flush=True)
+
+
+class _Subscription:
+    """One connection subscribed to a task's channel (or every task's), closed on exit."""
+
+    def __init__(self, config: NotifierConfig, task_id: str | None) -> None:
+        cfg = config.redis
+        self.client = redis.Redis.from_url(
+            cfg.url,
+            socket_connect_timeout=cfg.connect_timeout,
+            # A silent link: the PING sent every HEALTH_CHECK_INTERVAL of quiet gets no answer,
+            # and the read gives up after this long instead of waiting for good.
+            socket_timeout=cfg.connect_timeout + cfg.publish_timeout,
+            health_check_interval=HEALTH_CHECK_INTERVAL,
+            retry=Retry(NoBackoff(), 0),  # no silent reconnect: the listener says so
+        )
+        self.pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            self.target = _subscribe(self.pubsub, config, task_id)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> _Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(redis.RedisError, OSError):
+            self.pubsub.close()
+            self.client.close()
+
+
+def _backoff(config: NotifierConfig, attempt: int, deadline: float | None) -> None:
+    """Wait before the next attempt: [reconnect] backoff with jitter, never past ``deadline``."""
+    rc = config.reconnect
+    delay = min(rc.max_backoff, rc.initial_backoff * 2 ** min(attempt, 32))
+    delay *= random.uniform(0.5, 1.0)
+    if deadline is not None:
+        delay = min(delay, max(0.0, deadline - time.monotonic()))
+    time.sleep(delay)  # the backoff itself: nothing to wait for but time
+
+
+def _subscribe(pubsub: Any, config: NotifierConfig, task_id: str | None) -> str:
+    """Subscribe to one task's channel (None: every task's) and wait for Redis to confirm, so
+    that nothing published after we return is missed. The channel or pattern."""
+    prefix = config.redis.channel_prefix
+    if task_id is None:
+        target = glob_escape(prefix) + "*"
+        pubsub.psubscribe(target)
+    else:
+        target = prefix + check_task_id(task_id)
+        pubsub.subscribe(target)
+    confirmation = pubsub.get_message(timeout=config.redis.connect_timeout)
+    if confirmation is None or confirmation["type"] not in ("subscribe", "psubscribe"):
+        raise redis.ConnectionError("the subscription was not confirmed")  # retried like a loss
+    return target
+
+
+def one_line(data: bytes | str) -> str:
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    return text.replace("\r", "\\r").replace("\n", "\\n")  # JSON never has raw newlines; others may
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched literally by a PSUBSCRIBE pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
+def redis_failure(config: NotifierConfig, exc: BaseException) -> str:
+    error = scrub(f"{type(exc).__name__}: {exc}", url_password(config.redis.url))
+    return f"redis at {config.redis.safe_url}: {error}"
