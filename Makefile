@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo demo-runs gateway soak bench clean
+.PHONY: install test lint demo demo-runs gateway soak bench bench-gateway clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is needed (set PYTHON=...)"; exit 1; }
@@ -35,9 +35,9 @@ DEMO_RUNS ?= 20
 demo-runs: $(STAMP)
 	$(BIN)/python -m bench.demo_runs --runs $(DEMO_RUNS)
 
-# The example WebSocket gateway: GATEWAY_HOST, GATEWAY_PORT, NOTIFIER_REDIS_URL are read.
+# The browser gateway (SSE, WebSocket, the page): [gateway] host and port, or GATEWAY_ARGS.
 gateway: $(STAMP)
-	$(BIN)/python -m examples.gateway
+	$(BIN)/notifier gateway $(GATEWAY_ARGS)
 
 # Not in CI: the notifier against the alternatives, side by side on one Redis; writes
 # bench/results/ (markdown table, JSON, PNG). Quicker: make bench BENCH_ARGS="--runs 1 --quick".
@@ -48,6 +48,11 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Not in CI: 10,000 SSE subscribers on one gateway process against one subscription per page,
+# side by side; writes bench/results/gateway.md. Arguments: python -m bench.gateway --help.
+bench-gateway: $(STAMP)
+	$(BIN)/python -m bench.gateway $(BENCH_ARGS)
 
 # Not in CI: 10 minutes at 5,000 events/s with Redis killed every 60 s and the link reset every
 # 45 s; every event accounted for, and the caller's worst calls beside the machine's own stalls.

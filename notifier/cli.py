@@ -85,6 +85,19 @@ def listen(args: argparse.Namespace) -> int:
     return listener.verdict()
 
 
+def gateway(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    try:
+        from notifier.gateway.server import serve  # the gateway extra: Starlette, uvicorn, PyJWT
+    except ImportError as exc:
+        raise NotifierError(
+            f"the gateway needs the gateway extra (pip install 'notifier[gateway]'): {exc}"
+        ) from None
+    host = config.gateway.host if args.host is None else args.host
+    serve(config, host, config.gateway.port if args.port is None else args.port)
+    return 0
+
+
 def publish(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     # One event from a terminal: this process must not serve (or try to bind) the health port.
@@ -273,6 +286,10 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every task's events")
     sub.add_argument("--count", type=_positive(int), metavar="N", help="exit after N events")
     sub.add_argument("--timeout", type=_positive(float), metavar="S", help="exit after S seconds")
+
+    serve = command("gateway", gateway, "Serve task events to browsers: SSE, WebSocket, a page.")
+    serve.add_argument("--host", help="address to bind (default: [gateway] host)")
+    serve.add_argument("--port", type=int, help="port (default: [gateway] port)")
 
     pub = command("publish", publish, "Publish one event through a notifier; exit 1 if lost.")
     pub.add_argument("task_id")

@@ -40,6 +40,7 @@ from notifier.redaction import redact_url
 
 ENV_CONFIG = "NOTIFIER_CONFIG"
 ENV_REDIS_URL = "NOTIFIER_REDIS_URL"
+ENV_GATEWAY_SECRET = "NOTIFIER_GATEWAY_SECRET"
 DEFAULT_PATH = "config.toml"
 # The top-level key a file declares its application's own tables with.
 APP_TABLES_KEY = "app_tables"
@@ -138,6 +139,35 @@ class HistoryConfig(Table):
     key_prefix: str = setting("task-history:", Check(str, "a non-empty string", bool))
 
 
+SECRET_MIN = 32  # characters: an HMAC key of at least 256 bits of text
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig(Table):
+    """The browser gateway (``notifier.gateway``): who may read, how much, where it listens."""
+
+    TABLE: ClassVar[str] = "gateway"
+    # Signs the per-task tokens; "" means none (loopback clients only, without tokens).
+    # $NOTIFIER_GATEWAY_SECRET overrides it, and is the place for it.
+    secret: str = setting(
+        "",
+        Check(
+            str,
+            f"empty or at least {SECRET_MIN} characters",
+            lambda v: v == "" or len(v) >= SECRET_MIN,
+        ),
+        secret=True,
+    )
+    allow_anonymous: bool = setting(False, BOOL)
+    host: str = setting("127.0.0.1", HOST)
+    port: int = setting(8000, PORT)
+    max_connections: int = setting(10_000, POSITIVE_INT)
+    client_buffer: int = setting(1000, POSITIVE_INT)
+    heartbeat_interval: float = setting(15.0, POSITIVE)
+    retry_ms: int = setting(2000, POSITIVE_INT)
+    history_connections: int = setting(4, POSITIVE_INT)
+
+
 TABLES: dict[str, type[Table]] = {
     "redis": RedisConfig,
     "queue": QueueConfig,
@@ -146,6 +176,7 @@ TABLES: dict[str, type[Table]] = {
     "logging": LoggingConfig,
     "health": HealthConfig,
     "history": HistoryConfig,
+    "gateway": GatewayConfig,
 }
 
 
@@ -160,6 +191,7 @@ class NotifierConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
     path: str | None = None
 
     @classmethod
@@ -176,7 +208,8 @@ class NotifierConfig:
         return cls(**tables, path=path)  # type: ignore[arg-type]
 
     def with_env(self, environ: Mapping[str, str] | None = None) -> NotifierConfig:
-        """This configuration with ``NOTIFIER_REDIS_URL`` applied, when it is set."""
+        """This configuration with ``NOTIFIER_REDIS_URL`` and ``NOTIFIER_GATEWAY_SECRET``
+        applied, where they are set."""
         env = os.environ if environ is None else environ
         config = self
         url = env.get(ENV_REDIS_URL)
@@ -185,6 +218,12 @@ class NotifierConfig:
                 config = replace(config, redis=replace(config.redis, url=url))
             except ConfigError as exc:
                 raise ConfigError(f"{ENV_REDIS_URL}: {exc.reason}", key=exc.key) from None
+        secret = env.get(ENV_GATEWAY_SECRET)
+        if secret:
+            try:
+                config = replace(config, gateway=replace(config.gateway, secret=secret))
+            except ConfigError as exc:
+                raise ConfigError(f"{ENV_GATEWAY_SECRET}: {exc.reason}", key=exc.key) from None
         return config
 
 

@@ -1,4 +1,4 @@
-"""The notifier thread's one Redis connection: redis-py connects, we pipeline.
+"""A Redis connection of our own: redis-py connects, we pipeline (and, for the gateway, listen).
 
 redis-py makes and closes the connection: URL parsing, TCP or unix socket, TLS, AUTH, SELECT,
 socket options. Sending a batch goes around its command layer: the batch is written as one
@@ -6,7 +6,8 @@ buffer of RESP commands and the replies are parsed by hiredis in one pass. redis
 Python (pack, dispatch, a coroutine per reply) cost about 4 us per reply in our profile and was
 the notifier thread's largest cost; this path is several times cheaper (bench/ has the figures).
 
-Used only on the notifier thread.
+Used in one event loop at a time: the notifier thread's, or a gateway's (its pub/sub connection
+uses ``send`` and ``replies`` instead of ``execute``).
 """
 
 from __future__ import annotations
@@ -105,6 +106,27 @@ class Link:
             else:
                 out.append(reply)
         return out
+
+    async def send(self, commands: bytes) -> None:
+        """Write commands without waiting for their replies (they come through ``replies``)."""
+        self._writer.write(commands)
+        await self._writer.drain()
+
+    async def replies(self) -> list[object]:
+        """The next replies Redis sends, at least one; for a connection in pub/sub mode, where
+        messages come unasked. Raises like ``execute`` when the connection fails."""
+        parser, out = self._replies, []
+        while True:
+            reply = parser.gets()
+            if reply is not False:
+                out.append(reply)
+                continue
+            if out:
+                return out
+            data = await self._reader.read(READ_SIZE)
+            if not data:
+                raise RedisConnectionError("Redis closed the connection")
+            parser.feed(data)
 
     async def close(self) -> None:
         """Close at once, without waiting for the peer: the connection is abandoned either way."""

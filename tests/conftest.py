@@ -97,6 +97,7 @@ TEST_PASSWORDS = (
     "Sup3r-s3cret-pw",
     "pw-Zq8",
     "limited-pw",
+    "test-gateway-secret-0123456789abcdef",  # tests/gateway_helpers.py's gateway secret
 )
 _leaks: list[str] = []
 

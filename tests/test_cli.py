@@ -103,7 +103,7 @@ def test_usage_errors_exit_2_and_every_command_has_help(tmp_path: Path) -> None:
     assert 2 == notifier_cli(cwd=tmp_path).returncode
     assert 2 == notifier_cli("publish", "t1", cwd=tmp_path).returncode  # --type is required
     assert 2 == notifier_cli("listen", cwd=tmp_path).returncode  # TASK_ID or --all
-    for command in ("check-config", "health", "listen", "publish"):
+    for command in ("check-config", "health", "listen", "gateway", "publish"):
         done = notifier_cli(command, "--help", cwd=tmp_path)
         assert (0, True) == (done.returncode, done.stdout.startswith(f"usage: notifier {command}"))
 

@@ -40,6 +40,10 @@ BAD = [
     ),
     ("[queue]\nmax_event_bytes = 100", "queue.max_event_bytes must be an integer from 4096"),
     ("[queue]\nprogress_interval = -0.1", "queue.progress_interval must be a non-negative number"),
+    (
+        "[gateway]\nsecret = 'hunter2-secret-pw'",  # the value itself is never shown
+        "gateway.secret must be empty or at least 32 characters, got a value of 17 characters",
+    ),
     ("[queue]\nmax_size = 10", "queue.max_size is not a known key; did you mean queue.maxsize?"),
     ("[health]\nenable = true", "health.enable is not a known key; did you mean health.enabled?"),
     ("[helth]\nenabled = true", "[helth] is not a notifier table; did you mean [health]?"),

@@ -490,6 +490,15 @@ KEYS: dict[str, Key] = {
     "history.maxlen": Key(_positive_int),
     "history.ttl_seconds": Key(_positive_int),
     "history.key_prefix": Key(lambda v: type(v) is str and v != ""),
+    "gateway.secret": Key(lambda v: type(v) is str and (v == "" or len(v) >= 32)),
+    "gateway.allow_anonymous": Key(lambda v: type(v) is bool),
+    "gateway.host": Key(lambda v: type(v) is str and bool(v.strip())),
+    "gateway.port": Key(lambda v: type(v) is int and 0 <= v <= 65535),
+    "gateway.max_connections": Key(_positive_int),
+    "gateway.client_buffer": Key(_positive_int),
+    "gateway.heartbeat_interval": Key(_positive),
+    "gateway.retry_ms": Key(_positive_int),
+    "gateway.history_connections": Key(_positive_int),
 }
 
 

@@ -1,0 +1,79 @@
+"""One client's view of one task: its backlog (after the last event id it has), then live.
+
+Shared by the gateway's transports (SSE and WebSocket). Resuming is by stream entry id:
+
+- no last event id: the whole history, then live events;
+- an id the stream still holds: exactly the entries after it, then live: no gap, no repeat;
+- an id the stream no longer holds (trimmed, expired, or never there): a ``reset`` entry comes
+  first, carrying the latest event (``null`` when there is none), and live events follow it.
+
+A subscription whose client already has the task's terminal event ``ended_before``: there is
+nothing more to send (an SSE client is told so with 204, which stops its reconnecting).
+"""
+
+from __future__ import annotations
+
+from notifier.gateway.hub import Entry, Feed, Hub, Subscriber, make_entry, parse_stream_id
+
+
+class Subscription:
+    def __init__(self, hub: Hub, task_id: str, limit: int) -> None:
+        self.hub = hub
+        self.task_id = task_id
+        self.subscriber = Subscriber(limit)
+        self.feed: Feed | None = None
+        self.ended_before = False
+
+    async def open(self, last_event_id: str | None) -> list[Entry]:
+        """Join the task's feed, then read the backlog; the first entries to send."""
+        self.feed = await self.hub.join(self.task_id, self.subscriber)
+        key, first = self.feed.key, []
+        after: bytes | None = None
+        if last_event_id is not None:
+            raw = last_event_id.strip().encode("ascii", "replace")
+            held = await self.hub.entry_at(key, raw) if parse_stream_id(raw) else None
+            if held is None:
+                first.append(await self._reset(key))
+                backlog: list[tuple[bytes, bytes]] = []
+            else:
+                self.subscriber.last = parse_stream_id(raw)
+                entry = make_entry(raw, held)
+                self.ended_before = entry is not None and entry.terminal
+                after = raw
+        if after is not None or last_event_id is None:
+            backlog = await self.hub.entries(key, after)
+        entries = [e for e in (make_entry(i, p) for i, p in backlog) if e is not None]
+        # The backlog goes before what the feed handed on meanwhile; take() skips repeats.
+        self.subscriber.queue.extendleft(reversed(entries))
+        return first + self.subscriber.take()
+
+    async def _reset(self, key: bytes) -> Entry:
+        latest = await self.hub.latest(key)
+        raw_id, payload = latest if latest is not None else (None, b"null")
+        self.subscriber.last = parse_stream_id(raw_id)
+        entry = make_entry(raw_id, payload or b"null", "reset")
+        return entry if entry is not None else _EMPTY_RESET  # an entry that is not an event
+
+    async def next(self) -> list[Entry] | None:
+        """The next entries; None when there are none but a heartbeat is due (the hub says when:
+        one timer for every stream of the process, not one each)."""
+        subscriber = self.subscriber
+        await subscriber.wait()
+        entries = subscriber.take()
+        if not entries and subscriber.heartbeat_due:
+            subscriber.heartbeat_due = False
+            return None
+        subscriber.heartbeat_due = False
+        return entries
+
+    @property
+    def overflowed(self) -> bool:
+        return self.subscriber.overflowed
+
+    def close(self) -> None:
+        if self.feed is not None:
+            self.hub.leave(self.feed, self.subscriber)
+            self.feed = None
+
+
+_EMPTY_RESET = Entry(None, None, "reset", b"null", b"event: reset\ndata: null\n\n", False)

@@ -1,0 +1,158 @@
+"""The gateway's page in a real headless Chromium (Debian's, driven by Playwright): history then
+live events, a failure in red, and a gateway restart in mid-task with no gap afterwards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gateway_helpers import HISTORY, GatewayProcess, wait_subscribed
+
+from notifier import Notifier
+from notifier.gateway import issue_token
+from notifier.testing import RedisServer
+
+pytestmark = pytest.mark.timeout(120)
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# As the machine's own probe runs it: headless, and nothing that would reach for the network.
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        reason = "no Chromium on this machine (apt-get install chromium); .ci/run installs it"
+        if os.environ.get("NOTIFIER_REQUIRE_BROWSER"):  # set by .ci/run: CI must not skip these
+            pytest.fail(reason)
+        pytest.skip(reason)
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    # bypass_csp: the page forbids eval(), which Playwright's wait_for_function uses.
+    context = browser.new_context(viewport={"width": 900, "height": 600}, bypass_csp=True)
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def publisher(redis_server: RedisServer, notifier_factory: Callable[..., Notifier]) -> Notifier:
+    return notifier_factory(redis_server.url, history=HISTORY)
+
+
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go: $NOTIFIER_SCREENSHOTS (docs/ was made so), else the test's tmp."""
+    return Path(os.environ.get("NOTIFIER_SCREENSHOTS") or tmp_path)
+
+
+def open_page(page: Any, gateway: GatewayProcess, task: str) -> None:
+    token = issue_token(task, config=gateway.config)
+    page.goto(gateway.url(f"/?task={task}&token={token}"))
+
+
+def texts(page: Any) -> list[str]:
+    return [str(t) for t in page.locator("#events li").all_inner_texts()]
+
+
+def test_the_page_shows_the_history_then_live_progress_to_completion(
+    page: Any,
+    redis_server: RedisServer,
+    publisher: Notifier,
+    tmp_path: Path,
+) -> None:
+    """A page opened in mid-task shows what happened so far, follows the live progress, and
+    ends at completed with a full bar."""
+    task = "browser-ok"
+    with GatewayProcess(redis_server.url, tmp_path) as gateway:
+        for percent in (10, 20):
+            assert publisher.publish_progress(task, percent, message=f"step at {percent}%")
+        assert publisher.flush(10)
+        open_page(page, gateway, task)
+        page.wait_for_function("document.querySelectorAll('#events li').length === 2")
+        assert "20.0%" == page.inner_text("#percent")
+        assert "open" == page.inner_text("#connection")
+        wait_subscribed(redis_server, f"task:{task}")
+        for percent in (40, 60, 80):
+            assert publisher.publish_progress(task, percent, message=f"step at {percent}%")
+        assert publisher.publish_completed(task, result={"rows": 3})
+        assert publisher.flush(10)
+        page.wait_for_function("document.getElementById('status').textContent === 'completed'")
+        assert "100" == page.get_attribute("#bar", "value")
+        assert "finished" == page.inner_text("#connection")
+        assert 6 == len(texts(page))
+        page.screenshot(path=str(shots(tmp_path) / "gateway-page-completed.png"), full_page=True)
+
+
+def test_a_failure_shows_in_red(
+    page: Any, redis_server: RedisServer, publisher: Notifier, tmp_path: Path
+) -> None:
+    """failed: the status says so in red, with the error text."""
+    task = "browser-fail"
+    with GatewayProcess(redis_server.url, tmp_path) as gateway:
+        assert publisher.publish_progress(task, 30, message="loading")
+        assert publisher.publish_failed(task, ConnectionError("the bank did not answer"))
+        assert publisher.flush(10)
+        open_page(page, gateway, task)
+        page.wait_for_function("document.getElementById('status').textContent === 'failed'")
+        assert "ConnectionError: the bank did not answer" == page.inner_text("#error")
+        red = page.eval_on_selector("#status", "e => getComputedStyle(e).color")
+        assert "rgb(179, 38, 30)" == red
+        page.screenshot(path=str(shots(tmp_path) / "gateway-page-failed.png"), full_page=True)
+
+
+def test_the_page_resumes_through_a_gateway_restart_without_a_gap(
+    page: Any, redis_server: RedisServer, publisher: Notifier, tmp_path: Path
+) -> None:
+    """The gateway stops in mid-task and starts again on the same port: the page's EventSource
+    reconnects by itself with Last-Event-ID, and every event shows exactly once."""
+    task = "browser-restart"
+    gateway = GatewayProcess(redis_server.url, tmp_path).start()
+    try:
+        open_page(page, gateway, task)
+        wait_subscribed(redis_server, f"task:{task}")
+        for i in range(1, 4):
+            assert publisher.publish_progress(task, i * 10, message=f"before {i}")
+        assert publisher.flush(10)
+        page.wait_for_function("document.querySelectorAll('#events li').length === 3")
+        gateway.stop()
+        page.wait_for_function("document.getElementById('connection').textContent !== 'open'")
+        for i in range(4, 7):  # while no gateway runs: only the history has them
+            assert publisher.publish_progress(task, i * 10, message=f"during {i}")
+        assert publisher.flush(10)
+        gateway.start()
+        page.wait_for_function(
+            "document.querySelectorAll('#events li').length === 6", timeout=30_000
+        )
+        wait_subscribed(redis_server, f"task:{task}")
+        assert publisher.publish_completed(task, result=None)
+        assert publisher.flush(10)
+        page.wait_for_function("document.getElementById('status').textContent === 'completed'")
+        shown = texts(page)
+        assert 7 == len(shown), shown
+        messages = [t.split('"message":"')[1].split('"')[0] for t in shown[:6]]
+        assert [f"before {i}" for i in (1, 2, 3)] + [f"during {i}" for i in (4, 5, 6)] == messages
+    finally:
+        gateway.stop()
