@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from notifier.coalesce import Slot
 from notifier.config import NotifierConfig
 from notifier.link import ReplyError, command, publish_command
+from notifier.topology.naming import Naming
 
 # One queued event: the task id (it names the channel) and the encoded message, or for a
 # coalesced progress event the slot that holds the task's latest one (notifier/coalesce.py).
@@ -36,32 +37,35 @@ class Outcome:
 class Packer:
     """Turns batches into pipelined commands, and their replies into an Outcome."""
 
-    def __init__(self, config: NotifierConfig) -> None:
-        self._channel_prefix = config.redis.channel_prefix.encode()
-        history = config.history
-        self._history_prefix = history.key_prefix.encode() if history.enabled else None
-        self._maxlen = b"%d" % history.maxlen
-        self._ttl = b"%d" % history.ttl_seconds
+    def __init__(self, config: NotifierConfig, naming: Naming) -> None:
+        self.naming = naming
+        self._naming = naming
+        self._history = config.history.enabled
+        self._maxlen = b"%d" % config.history.maxlen
+        self._ttl = b"%d" % config.history.ttl_seconds
 
     def pack(self, batch: Sequence[Event]) -> tuple[bytes, int]:
         """The batch's commands in one buffer, and how many replies they will get."""
-        prefix, history = self._channel_prefix, self._history_prefix
-        if history is None:
-            publishes = [publish_command(prefix + t.encode(), data) for t, data in batch]
+        naming, verb = self._naming, self._naming.publish
+        if not self._history:
+            publishes = [
+                publish_command(naming.channel(t).encode(), data, verb) for t, data in batch
+            ]
             return b"".join(publishes), len(publishes)
         packed: list[bytes] = []
-        keys: dict[bytes, bytes] = {}
+        keys: dict[str, bytes] = {}
         for task_id, payload in batch:
-            name = task_id.encode()
-            key = keys.setdefault(name, history + name)
+            key = keys.get(task_id)
+            if key is None:
+                key = keys[task_id] = naming.key(task_id).encode()
             packed.append(command(b"XADD", key, b"MAXLEN", self._maxlen, b"*", b"event", payload))
-            packed.append(publish_command(prefix + name, payload))
+            packed.append(publish_command(naming.channel(task_id).encode(), payload, verb))
         packed += [command(b"EXPIRE", key, self._ttl) for key in keys.values()]
         return b"".join(packed), len(packed)
 
     def read(self, events: int, replies: Sequence[object]) -> Outcome:
         """Sort the replies to a batch of ``events`` events packed by :meth:`pack`."""
-        if self._history_prefix is None:
+        if not self._history:
             publishes, history = replies, []
         else:  # per event an XADD and a PUBLISH, then an EXPIRE per task
             publishes = replies[1 : 2 * events : 2]

@@ -11,12 +11,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
-
-from redis.asyncio.connection import ConnectionPool
 
 from notifier.exceptions import ConfigError
 from notifier.redaction import redact_url
+from notifier.topology import urls
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,27 +67,11 @@ def setting(default: Any, check: Check, *, secret: bool = False) -> Any:
     return field(default=default, metadata={"check": check, "secret": secret}, repr=not secret)
 
 
-def _is_redis_url(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        if parts.scheme == "unix":
-            ok = bool(parts.path)
-        else:
-            _ = parts.port  # raises ValueError for a non-numeric or out-of-range port
-            db = parts.path.lstrip("/")
-            ok = parts.scheme in ("redis", "rediss") and bool(parts.hostname)
-            ok = ok and (db == "" or db.isdigit())
-        # The notifier thread builds its connection from the URL, options included: anything
-        # redis-py would refuse there must be refused here, before anything starts.
-        if ok:
-            ConnectionPool.from_url(url).make_connection()  # type: ignore[no-untyped-call]
-        return ok
-    except (ValueError, TypeError):
-        return False
-
-
 REDIS_URL = Check(
-    str, "a redis://, rediss:// or unix:// URL (with options redis-py accepts)", _is_redis_url
+    str,
+    "a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL (with options "
+    "redis-py accepts)",
+    lambda v: urls.problem(v) is None,
 )
 
 
@@ -103,15 +85,15 @@ class Table:
             check: Check = f.metadata["check"]
             value = getattr(self, f.name)
             if not check.accepts(value):
+                what = f"must be {check.expected}"
                 if f.metadata["secret"]:
                     shown = f"a value of {len(value)} characters" if isinstance(value, str) else "?"
                 elif check is REDIS_URL and isinstance(value, str):
-                    shown = repr(redact_url(value))
+                    shown, what = repr(redact_url(value)), urls.problem(value) or what
                 else:
                     shown = repr(value)
                 raise ConfigError(
-                    f"{self.TABLE}.{f.name} must be {check.expected}, got {shown}",
-                    key=f"{self.TABLE}.{f.name}",
+                    f"{self.TABLE}.{f.name} {what}, got {shown}", key=f"{self.TABLE}.{f.name}"
                 )
         self.check_table()
 

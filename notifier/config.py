@@ -56,6 +56,8 @@ class RedisConfig(Table):
     channel_prefix: str = setting("task:", ANY_STR)
     connect_timeout: float = setting(2.0, POSITIVE)
     publish_timeout: float = setting(2.0, POSITIVE)
+    wait_for_replica: bool = setting(True, BOOL)
+    replica_timeout: float = setting(0.5, POSITIVE)
 
     @property
     def safe_url(self) -> str:

@@ -34,9 +34,11 @@ from redis.exceptions import ResponseError
 
 from notifier.config import NotifierConfig, default_config
 from notifier.events import TERMINAL_TYPES, check_task_id
-from notifier.feed import TRANSPORT_ERRORS, Feed, client_for, entries_of
+from notifier.feed import MESSAGES, TRANSPORT_ERRORS, Feed, entries_of
 from notifier.logs import Logger, get_logger
-from notifier.redaction import scrub, url_password
+from notifier.redaction import describe, url_secrets
+from notifier.topology.clients import async_client
+from notifier.topology.naming import naming_for
 
 Event = dict[str, Any]
 
@@ -75,10 +77,10 @@ async def last_event(
     """
     task_id = check_task_id(task_id)
     cfg = _resolve(config, redis_url)
-    client = client_for(cfg.redis)
+    client = async_client(cfg.redis)
     try:
         async with asyncio.timeout(cfg.redis.connect_timeout + cfg.redis.publish_timeout):
-            entries = await client.xrevrange(_stream_key(cfg, task_id), count=1)
+            entries = await client.xrevrange(naming_for(cfg).key(task_id), count=1)
     finally:
         await client.aclose()
     for _entry_id, payload in entries_of(entries):
@@ -119,12 +121,14 @@ class _Reader:
     def __init__(self, config: NotifierConfig, task_id: str, check_interval: float) -> None:
         self.config = config
         self.check_interval = check_interval
-        self.channel = (config.redis.channel_prefix + task_id).encode()
-        self.key = _stream_key(config, task_id)
+        naming = naming_for(config)
+        self.sharded = naming.sharded
+        self.channel = naming.channel(task_id).encode()
+        self.key = naming.key(task_id).encode()
         self.log: Logger = get_logger(
             config.logging.level, redis_url=config.redis.safe_url, task_id=task_id
         )
-        self._secret = url_password(config.redis.url)
+        self._secrets = url_secrets(config.redis.url)
         # Event ids already yielded. A re-read returns only what the stream still holds, at most
         # the publishers' maxlen entries, so a bound with room to spare keeps out every repeat.
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -135,7 +139,7 @@ class _Reader:
         self._dropped = False  # the last feed was lost: say so when a new one works
 
     async def connect(self) -> Feed:
-        self._feed = await Feed.open(self.config.redis, self.channel)
+        self._feed = await Feed.open(self.config.redis, self.channel, self.sharded)
         return self._feed
 
     async def start(self, feed: Feed, *, replay: bool) -> list[Event]:
@@ -163,8 +167,8 @@ class _Reader:
             await feed.ping()
             return await self._read_stream(feed)
         feed.pinged = False  # anything at all proves the connection alive
-        if kind != "message":
-            return []  # a PONG
+        if kind not in MESSAGES:
+            return []  # a PONG, or a confirmation
         event = _decode(message.get("data"))
         if event is None:
             self.log.warning("consumer_bad_message", channel=self.channel.decode())
@@ -176,10 +180,9 @@ class _Reader:
 
     async def lost(self, exc: BaseException, attempt: int) -> None:
         """Drop the feed and wait before the next one, doubling the wait up to the cap."""
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         # The first failure of an outage is a warning; repeating it at every retry would flood.
         emit = self.log.warning if attempt == 0 else self.log.debug
-        emit("consumer_disconnected", error=scrub(text, self._secret), attempts=attempt + 1)
+        emit("consumer_disconnected", error=describe(exc, self._secrets), attempts=attempt + 1)
         self._dropped = True
         await self.disconnect()
         rc = self.config.reconnect
@@ -224,10 +227,6 @@ class _Reader:
 def _resolve(config: NotifierConfig | None, redis_url: str | None) -> NotifierConfig:
     cfg = default_config() if config is None else config
     return cfg if redis_url is None else replace(cfg, redis=replace(cfg.redis, url=redis_url))
-
-
-def _stream_key(config: NotifierConfig, task_id: str) -> bytes:
-    return (config.history.key_prefix + task_id).encode()
 
 
 def _decode(payload: object) -> Event | None:

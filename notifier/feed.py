@@ -1,7 +1,10 @@
 """A subscription's pair of Redis connections: SUBSCRIBE on one, stream reads on the other.
 
 Used by ``notifier.consumer``, in the caller's own event loop. Every round trip is bounded by
-``asyncio.timeout``; redis-py never retries on its own.
+``asyncio.timeout``; redis-py never retries on its own. On a Redis Cluster the subscription is
+SSUBSCRIBE, on the node that owns the channel's slot (redis-py finds it); a node that gives the
+slot away unsubscribes us unasked (``sunsubscribe``), which counts as a lost connection, so the
+consumer subscribes again and reads the stream after the last entry it had: no gap.
 """
 
 from __future__ import annotations
@@ -11,44 +14,47 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from notifier.config import RedisConfig
+from notifier.topology.clients import AsyncClient, async_client
 
 # What a lost or unusable connection raises. ResponseError (a command Redis refused, such as
 # WRONGTYPE) is a RedisError too, but retrying cannot fix it: the consumer raises it to the caller.
 TRANSPORT_ERRORS = (RedisError, OSError, TimeoutError)
 # Stream entries read per XRANGE round trip; the stream is capped by the publishers' maxlen.
 PAGE = 500
-# No silent retries inside redis-py: a reconnect it made on its own would resubscribe without
-# reading the stream again, and the events published meanwhile would be lost.
-NO_RETRY = Retry(NoBackoff(), 0, supported_errors=())
+# The messages a subscription receives, plain and sharded (Redis Cluster).
+MESSAGES = ("message", "smessage")
 
 
 class Feed:
     """One pair of connections: the subscription on one, stream reads on the other."""
 
-    def __init__(self, client: Redis, pubsub: PubSub, timeout: float) -> None:
+    def __init__(self, client: AsyncClient, pubsub: Any, timeout: float, sharded: bool) -> None:
         self.client = client
         self.pubsub = pubsub
+        self.sharded = sharded
         self.timeout = timeout  # bound on one command's round trip
         self.live_seen = False  # has a live message arrived on this feed yet?
         self.pinged = False  # is a PING unanswered?
 
     @classmethod
-    async def open(cls, cfg: RedisConfig, channel: bytes) -> Feed:
-        """Connect and SUBSCRIBE; returns once Redis has confirmed the subscription."""
-        client = client_for(cfg)
-        feed = cls(client, client.pubsub(), cfg.publish_timeout)
+    async def open(cls, cfg: RedisConfig, channel: bytes, sharded: bool = False) -> Feed:
+        """Connect and SUBSCRIBE (SSUBSCRIBE on a cluster); returns once Redis has confirmed
+        the subscription."""
+        client = async_client(cfg)
+        feed = cls(client, client.pubsub(), cfg.publish_timeout, sharded)
+        confirmed = "ssubscribe" if sharded else "subscribe"
         try:
             async with asyncio.timeout(2 * cfg.connect_timeout):
-                await feed.pubsub.subscribe(channel)
+                if sharded:
+                    await feed.pubsub.ssubscribe(channel)
+                else:
+                    await feed.pubsub.subscribe(channel)
                 # Nothing else can arrive before the confirmation; quiet reads just wait on.
-                while (await feed.message(cfg.connect_timeout)).get("type") != "subscribe":
+                while (await feed.message(cfg.connect_timeout)).get("type") != confirmed:
                     pass
         except BaseException:
             await feed.close()
@@ -56,8 +62,11 @@ class Feed:
         return feed
 
     async def message(self, timeout: float) -> dict[str, Any]:
-        """The next message on the subscription, or {} after ``timeout`` of quiet."""
+        """The next message on the subscription, or {} after ``timeout`` of quiet. A
+        ``sunsubscribe`` nobody asked for (the slot moved) raises, as a lost connection."""
         message: dict[str, Any] | None = await self.pubsub.get_message(timeout=timeout)
+        if message is not None and message.get("type") == "sunsubscribe":
+            raise RedisConnectionError("the node gave the channel's slot away (sunsubscribe)")
         return message or {}
 
     async def entries(self, key: bytes, after: bytes | None) -> list[tuple[bytes, bytes | None]]:
@@ -85,23 +94,9 @@ class Feed:
     async def close(self) -> None:
         """Close both connections; they are abandoned either way, so errors are not raised."""
         with contextlib.suppress(*TRANSPORT_ERRORS):
-            await self.pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py: untyped
+            await self.pubsub.aclose()
         with contextlib.suppress(*TRANSPORT_ERRORS):
             await self.client.aclose()
-
-
-def client_for(cfg: RedisConfig) -> Redis:
-    """A client (it connects on first use) that never retries and never times out on its own."""
-    return Redis.from_url(
-        cfg.url,
-        socket_connect_timeout=cfg.connect_timeout,
-        # No socket_timeout: with one, redis-py sends through asyncio.wait_for, which on Python
-        # 3.11 can swallow a cancellation (CPython issue 86296) and leave a closed subscription
-        # running. Every round trip here is bounded by asyncio.timeout instead.
-        socket_timeout=None,
-        retry=NO_RETRY,
-        protocol=2,  # RESP2: no HELLO round trip; pub/sub messages are plain replies
-    )
 
 
 def entries_of(reply: Sequence[tuple[object, object]] | None) -> list[tuple[bytes, bytes | None]]:

@@ -55,6 +55,9 @@ class Ledger:
         self.last_publish_at: float | None = None
         self.heartbeat_at: float | None = None  # wall time of the loop's last heartbeat
         self.loop_lag = 0.0  # how late the last heartbeat ran, in seconds
+        # What the router reports of the topology (master in use, failovers, nodes); replaced
+        # whole, never changed in place.
+        self.topology: dict[str, Any] = {}
         # Rate limits for the notification_dropped warning and the notification_invalid error.
         self._drops = _Reports()
         self._invalid = _Reports()
@@ -151,6 +154,7 @@ class Ledger:
             "reconnects": self.reconnects,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
+            "redis": self.topology,
             "last_publish_at": self.last_publish_at,
             "heartbeat_at": self.heartbeat_at,
             "loop_lag": self.loop_lag,

@@ -35,9 +35,12 @@ def command(*args: bytes) -> bytes:
     return b"".join(parts)
 
 
-def publish_command(channel: bytes, message: bytes) -> bytes:
-    """PUBLISH in RESP, in one formatting step: the one command every event sends."""
-    return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+def publish_command(channel: bytes, message: bytes, verb: bytes = b"PUBLISH") -> bytes:
+    """PUBLISH (or SPUBLISH) in RESP, in one formatting step: the one command every event
+    sends."""
+    return b"*3\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+        len(verb),
+        verb,
         len(channel),
         channel,
         len(message),

@@ -15,13 +15,13 @@ import time
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from notifier.config import NotifierConfig
 from notifier.events import check_task_id
 from notifier.exceptions import NotifierError
-from notifier.redaction import scrub, url_password
+from notifier.redaction import describe, url_secrets
+from notifier.topology.clients import sync_client
+from notifier.topology.naming import naming_for
 
 HEALTH_CHECK_INTERVAL = 5.0  # seconds of quiet before the connection is PINGed
 
@@ -106,15 +106,13 @@ class _Subscription:
 
     def __init__(self, config: NotifierConfig, task_id: str | None) -> None:
         cfg = config.redis
-        self.client = redis.Redis.from_url(
-            cfg.url,
-            socket_connect_timeout=cfg.connect_timeout,
+        self.client = sync_client(
+            cfg,
             # A silent link: the PING sent every HEALTH_CHECK_INTERVAL of quiet gets no answer,
             # and the read gives up after this long instead of waiting for good.
             socket_timeout=cfg.connect_timeout + cfg.publish_timeout,
             health_check_interval=HEALTH_CHECK_INTERVAL,
-            retry=Retry(NoBackoff(), 0),  # no silent reconnect: the listener says so
-        )
+        )  # it never reconnects on its own: the listener does, and says so
         self.pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
         try:
             self.target = _subscribe(self.pubsub, config, task_id)
@@ -147,12 +145,11 @@ def _backoff(config: NotifierConfig, attempt: int, deadline: float | None) -> No
 def _subscribe(pubsub: Any, config: NotifierConfig, task_id: str | None) -> str:
     """Subscribe to one task's channel (None: every task's) and wait for Redis to confirm, so
     that nothing published after we return is missed. The channel or pattern."""
-    prefix = config.redis.channel_prefix
     if task_id is None:
-        target = glob_escape(prefix) + "*"
+        target = glob_escape(config.redis.channel_prefix) + "*"
         pubsub.psubscribe(target)
     else:
-        target = prefix + check_task_id(task_id)
+        target = naming_for(config).channel(check_task_id(task_id))
         pubsub.subscribe(target)
     confirmation = pubsub.get_message(timeout=config.redis.connect_timeout)
     if confirmation is None or confirmation["type"] not in ("subscribe", "psubscribe"):
@@ -171,5 +168,5 @@ def glob_escape(text: str) -> str:
 
 
 def redis_failure(config: NotifierConfig, exc: BaseException) -> str:
-    error = scrub(f"{type(exc).__name__}: {exc}", url_password(config.redis.url))
+    error = describe(exc, url_secrets(config.redis.url))
     return f"redis at {config.redis.safe_url}: {error}"

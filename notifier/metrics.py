@@ -47,6 +47,11 @@ class SnapshotCollector:
                 "Progress events replaced by a later one of their task, or superseded by its end",
                 labels=LABELS,
             ),
+            "failovers": CounterMetricFamily(
+                "notifier_failovers",
+                "Master changes followed (Sentinel) or slot map refreshes after a move (Cluster)",
+                labels=LABELS,
+            ),
             "reconnects": CounterMetricFamily(
                 "notifier_reconnects",
                 "Connections to Redis made again after one was lost",
@@ -68,12 +73,21 @@ class SnapshotCollector:
         families = {
             key: GaugeMetricFamily(name, doc, labels=LABELS) for key, (name, doc) in gauges.items()
         }
+        endpoint = GaugeMetricFamily(
+            "notifier_redis_endpoint",
+            "1 for the Redis endpoint in use: the master, with Sentinel",
+            labels=[*LABELS, "topology", "endpoint"],
+        )
         for process in report.processes:
             s = process.snapshot
             labels = [str(s.pid), str(s.notifier)]
             counters["published"].add_metric(labels, s.published)
             counters["reconnects"].add_metric(labels, s.reconnects)
             counters["coalesced"].add_metric(labels, s.coalesced)
+            counters["failovers"].add_metric(labels, int(s.topology.get("failovers") or 0))
+            where = s.topology.get("master") or s.topology.get("endpoint")
+            if where:
+                endpoint.add_metric([*labels, str(s.topology.get("topology")), str(where)], 1.0)
             for reason, count in sorted(s.dropped_by_reason.items()):
                 counters["dropped"].add_metric([*labels, reason], count)
             values = {
@@ -90,6 +104,7 @@ class SnapshotCollector:
                     families[key].add_metric(labels, float(value))
         yield from counters.values()
         yield from families.values()
+        yield endpoint
 
 
 def registry(report: Callable[[], Report]) -> CollectorRegistry:

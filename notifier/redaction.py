@@ -2,12 +2,13 @@
 
 The password lives in the URL (``redis://user:password@host`` or ``?password=``). Text we write
 ourselves shows the URL through ``redact_url``; text we did not write (an exception's message)
-goes through ``scrub`` with the password that ``url_password`` found.
+goes through ``scrub`` with the passwords that ``url_secrets`` found.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlsplit
 
 
@@ -31,7 +32,8 @@ def redact_url(url: str) -> str:
 
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/{0,2}")
-_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
+# password=, and the sentinels' sentinel_password= (notifier/topology/urls.py).
+_QUERY_PASSWORD = re.compile(r"(?i)([?&][a-z_]*password=)[^&#]*")
 
 
 def _mask_userinfo(url: str) -> str:
@@ -47,18 +49,31 @@ def _mask_query(url: str) -> str:
     return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
-def url_password(url: str) -> str | None:
-    """The password a Redis URL carries, so that it can be scrubbed from text we did not write."""
+def url_secrets(url: str) -> tuple[str, ...]:
+    """Every password a Redis URL carries (the userinfo's, ``password=``, ``sentinel_password=``),
+    so that they can be scrubbed from text we did not write."""
+    found: list[str] = []
     try:
         parts = urlsplit(url)
         for key, value in parse_qsl(parts.query):
-            if key.lower() == "password" and value:
-                return value
-        return parts.password or None
+            if key.lower().endswith("password") and value:
+                found.append(value)
+        if parts.password:
+            found.append(parts.password)
     except ValueError:
-        return None
+        pass
+    return tuple(found)
 
 
-def scrub(text: str, secret: str | None) -> str:
-    """``text`` with ``secret`` replaced by ``***``: for error text we did not write ourselves."""
-    return text.replace(secret, "***") if secret else text
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each of ``secrets`` replaced by ``***``: for text we did not write."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def describe(exc: BaseException, secrets: Iterable[str]) -> str:
+    """``"ExcType: message"`` for an exception, scrubbed of the secrets."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return scrub(text, secrets)

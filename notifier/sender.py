@@ -1,9 +1,9 @@
-"""The notifier thread: its own event loop, its own queue, its own Redis connection.
+"""The notifier thread: its own event loop, its own queue, its own Redis connections.
 
 Everything in this module runs on the notifier thread, except the three hand-over points the
 publisher uses from other threads: ``ready`` (a threading.Event), ``request_stop()`` and
-``force_stop()``. The loop, the janus queue's async side and the Redis client are created here and
-never touched from anywhere else.
+``force_stop()``. The loop, the janus queue's async side and the router (which owns the Redis
+connections: ``notifier/topology/``) are created here and never touched from anywhere else.
 """
 
 from __future__ import annotations
@@ -17,25 +17,22 @@ import time
 from collections.abc import Callable, Sequence
 from typing import cast
 
-import hiredis
 import janus
-from redis.exceptions import RedisError
 
-from notifier.batch import Event, Item, Packer
+from notifier.batch import Event, Item
 from notifier.coalesce import Coalescer, Gate, Slot
 from notifier.config import NotifierConfig
 from notifier.ledger import CRASHED, SHUTDOWN, Ledger
-from notifier.link import PING, Link
 from notifier.logs import Logger
-from notifier.redaction import scrub, url_password
+from notifier.topology.base import TRANSPORT_ERRORS
+from notifier.topology.routers import make_router
 
 # While events flow, how often the sender looks at the queue, and for how long after the last
 # event it keeps looking before it waits on the queue instead (see Sender._pump).
 POLL_INTERVAL = 0.001
 ACTIVE_WINDOW = 0.1
 
-# What a failed send or connect can raise: redis-py's errors, socket errors, a garbled reply.
-TRANSPORT_ERRORS = (RedisError, OSError, hiredis.ProtocolError)
+__all__ = ["TRANSPORT_ERRORS", "Sender"]
 
 
 class Sender:
@@ -54,14 +51,9 @@ class Sender:
         # Called on the notifier thread with the loop's lag at every heartbeat (health snapshots).
         self.tick_listeners: list[Callable[[float], None]] = []
         self.queue: janus.Queue[Item] | None = None
-        self._secret = url_password(config.redis.url)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
-        self._link: Link | None = None
-        self._packer = Packer(config)
-        self._outage_since: float | None = None
-        self._failed_connects = 0
-        self._was_connected = False
+        self.router = make_router(config, ledger, log)
 
     # Thread entry point and the hand-over points used from other threads ----------------------
 
@@ -101,7 +93,7 @@ class Sender:
         finally:
             heartbeat.cancel()
             self._drop_remaining(self.queue, reason)
-            await self._disconnect()
+            await self.router.close()
             await self.queue.wait_closed()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
@@ -136,7 +128,7 @@ class Sender:
         an idle process costs nothing.
         """
         loop = asyncio.get_running_loop()
-        await self._probe()  # connect now, not at the first event: health shows the truth early
+        await self.router.probe()  # connect now, not at the first event: health shows it early
         last_event = -math.inf
         while True:
             taken, closed = self._take(queue, [])
@@ -169,7 +161,7 @@ class Sender:
                 return await queue.get()
         except TimeoutError:
             if due is None:
-                await self._probe()
+                await self.router.probe()
             return None
         except janus.AsyncQueueShutDown:
             return None  # the next _take sees it, and the loop drains what is held
@@ -227,124 +219,26 @@ class Sender:
         return batch, False
 
     async def _deliver(self, queue: janus.AsyncQueue[Item], batch: Sequence[Event]) -> None:
-        """Publish the batch, reconnecting as often as it takes (at least once delivery)."""
-        attempt = 0
+        """Publish the batch, sending again what did not get through, as often as it takes
+        (at least once delivery). Which connection an event goes to is the router's business."""
+        pending, attempt = list(batch), 0
         while True:
-            link = self._link or await self._connect()
-            if link is not None:
-                try:
-                    async with asyncio.timeout(self.config.redis.publish_timeout):
-                        replies = await link.execute(*self._packer.pack(batch))
-                except TimeoutError:
-                    # The connection may have a reply in flight; reading it later would hand it to
-                    # the wrong command (CVE-2023-28859). Throw the connection away.
-                    self.log.warning(
-                        "notification_publish_timeout",
-                        events=len(batch),
-                        timeout=self.config.redis.publish_timeout,
-                    )
-                    await self._lost_connection("publish timed out")
-                except TRANSPORT_ERRORS as exc:
-                    self.log.warning(
-                        "notification_publish_failed", events=len(batch), error=self._describe(exc)
-                    )
-                    await self._lost_connection(self._describe(exc))
-                else:
-                    self._settle(queue, batch, replies)
-                    return
-                with self.ledger.lock:
-                    self.ledger.resent += len(batch)
+            result = await self.router.send(pending)
+            if result.settled:
+                failures = [failed for _, failed in result.settled]
+                self.ledger.settle(failures, queue.task_done)
+            if not result.retry:
+                return
+            with self.ledger.lock:
+                self.ledger.resent += len(result.retry)
+            pending = result.retry
             await self._backoff(attempt)
             attempt += 1
-
-    async def _probe(self) -> None:
-        """Nothing to send for a while: check that the connection still answers, or try to make
-        one, so that ``connected`` (and the health endpoint) follows Redis while idle too.
-        Runs between batches, never during one: replies cannot interleave."""
-        link = self._link
-        if link is None:
-            await self._connect()
-            return
-        try:
-            async with asyncio.timeout(self.config.redis.publish_timeout):
-                await link.execute(PING, 1)
-        except TimeoutError:
-            await self._lost_connection("PING timed out")
-        except TRANSPORT_ERRORS as exc:
-            await self._lost_connection(self._describe(exc))
-
-    def _settle(
-        self, queue: janus.AsyncQueue[Item], batch: Sequence[Event], replies: Sequence[object]
-    ) -> None:
-        """Count the batch: an event is published when its PUBLISH succeeded. History writes that
-        failed are logged; they do not make the live event undelivered."""
-        outcome = self._packer.read(len(batch), replies)
-        for event, errors in (
-            ("notification_publish_failed", outcome.publish_errors),
-            ("notification_history_failed", outcome.history_errors),
-        ):
-            if errors:
-                self.log.error(event, commands=len(errors), error=self._describe(errors[0]))
-        self.ledger.settle(outcome.failed, queue.task_done)
-
-    async def _connect(self) -> Link | None:
-        cfg = self.config.redis
-        try:
-            async with asyncio.timeout(cfg.connect_timeout):
-                link = await Link.open(cfg.url, cfg.connect_timeout)
-        except TimeoutError:
-            self._connect_failed(f"connect timed out after {cfg.connect_timeout}s")
-            return None
-        except Exception as exc:
-            # Transport errors, and anything else that stops a connection from even being tried
-            # (an option redis-py refuses): reported like any failed connect, retried with
-            # backoff; the notifier thread itself must never die of it.
-            self._connect_failed(self._describe(exc))
-            return None
-        self._link = link
-        ledger = self.ledger
-        if self._was_connected:
-            ledger.reconnects += 1
-        self._was_connected = True
-        ledger.connected = True
-        self.log.info(
-            "notifier_connected",
-            reconnects=ledger.reconnects,
-            outage_seconds=None
-            if self._outage_since is None
-            else round(time.monotonic() - self._outage_since, 3),
-        )
-        self._outage_since = None
-        self._failed_connects = 0
-        return link
-
-    def _connect_failed(self, error: str) -> None:
-        self.ledger.note_error(error)
-        self._failed_connects += 1
-        if self._outage_since is None:
-            self._outage_since = time.monotonic()
-        # The first failure of an outage is a warning; repeating it every backoff would flood.
-        emit = self.log.warning if self._failed_connects == 1 else self.log.debug
-        emit("notifier_connect_failed", error=error, attempts=self._failed_connects)
-
-    async def _lost_connection(self, error: str) -> None:
-        self.ledger.connected = False
-        self.ledger.note_error(error)
-        self._outage_since = time.monotonic()
-        self.log.warning("notifier_disconnected", error=error)
-        await self._disconnect()
 
     async def _backoff(self, attempt: int) -> None:
         cfg = self.config.reconnect
         delay = min(cfg.max_backoff, cfg.initial_backoff * 2 ** min(attempt, 32))
         await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-
-    async def _disconnect(self) -> None:
-        link, self._link = self._link, None
-        self.ledger.connected = False
-        if link is not None:
-            with contextlib.suppress(*TRANSPORT_ERRORS):  # abandoned either way
-                await link.close()
 
     def _drop_remaining(self, queue: janus.Queue[Item], reason: str) -> None:
         """Count what was never delivered, then close the queue. Runs once, at the end."""
@@ -364,7 +258,3 @@ class Sender:
                 "notification_dropped", reason=reason, count=remaining, dropped_by_reason=report
             )
         queue.close()
-
-    def _describe(self, exc: BaseException) -> str:
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return scrub(text, self._secret)

@@ -56,6 +56,7 @@ class Snapshot:
     reconnects: int
     last_publish_at: float | None
     redis_url: str  # redacted
+    topology: dict[str, Any]  # the router's status: master in use, failovers, nodes
     stale_after: float
     max_loop_lag: float
 
@@ -84,6 +85,7 @@ class Snapshot:
             reconnects=int(raw["reconnects"]),
             last_publish_at=_optional(float, raw["last_publish_at"]),
             redis_url=str(raw["redis_url"]),
+            topology=dict(raw["topology"]),
             stale_after=float(raw["stale_after"]),
             max_loop_lag=float(raw["max_loop_lag"]),
         )
@@ -142,6 +144,7 @@ class SnapshotWriter:
             reconnects=stats["reconnects"],
             last_publish_at=stats["last_publish_at"],
             redis_url=notifier.config.redis.safe_url,
+            topology=stats["redis"],
             stale_after=health.stale_after,
             max_loop_lag=health.max_loop_lag,
         )
@@ -202,6 +205,7 @@ class ProcessHealth:
             "reconnects": s.reconnects,
             "last_publish_at": s.last_publish_at,
             "redis_url": s.redis_url,
+            "redis": s.topology,
         }
 
 

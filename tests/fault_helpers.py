@@ -18,6 +18,12 @@ from typing import Any, Self
 
 from notifier.testing import EventCollector, wait_until
 
+# No publish call takes this long, even while Redis misbehaves for seconds. A call does a dict
+# build, an orjson dump and a non-blocking put (microseconds), but a shared 2-core machine
+# stalls any thread for tens of milliseconds now and then; the bound is 10x above that noise,
+# and still well under the waits it rules out (a publish_timeout, a failover).
+NEVER_WAITS = 0.5
+
 
 def report(name: str, **figures: Any) -> None:
     """Print the figures a test measured (and append them to $NOTIFIER_FIGURES when set)."""

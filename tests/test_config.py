@@ -52,15 +52,45 @@ BAD = [
     ("app_tables = ['redis']", "app_tables names [redis], which is the notifier's own table"),
     ("app_tables = 'database'", "app_tables must be a list of table names, got 'database'"),
     ("queue = 5", "queue must be a table, got 5"),
-    ("[redis]\nurl = 'http://localhost'", "redis.url must be a redis://, rediss:// or unix:// URL"),
+    (
+        "[redis]\nurl = 'http://localhost'",
+        "redis.url must be a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// "
+        "URL",
+    ),
     ("[redis]\nurl = 'redis://localhost:notaport/0'", "redis.url must be a redis://"),
     ("[redis]\nurl = 'redis://localhost:6379/x'", "redis.url must be a redis://"),
     ("[redis]\nurl = 'redis://'", "redis.url must be a redis://"),
-    ("[redis]\nurl = 6379", "redis.url must be a redis://, rediss:// or unix:// URL (with options"),
+    (
+        "[redis]\nurl = 6379",
+        "redis.url must be a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// "
+        "URL (with options",
+    ),
     (
         "[redis]\nurl = 'redis://h/0?foo=bar'",
-        "redis.url must be a redis://, rediss:// or unix:// URL",
+        "redis.url must be a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// "
+        "URL",
     ),
+    ("[redis]\nurl = 'redis+sentinel:///mymaster/0'", "redis.url names no hosts"),
+    (
+        "[redis]\nurl = 'redis+sentinel://h1:26379,h2:x/mymaster'",
+        "redis.url host 'h2:x' has a bad port",
+    ),
+    (
+        "[redis]\nurl = 'redis+sentinel://h1:99999/mymaster'",
+        "redis.url host 'h1:99999' has a bad port",
+    ),
+    ("[redis]\nurl = 'redis+sentinel://h1:26379'", "redis.url needs the master's service name"),
+    ("[redis]\nurl = 'redis+sentinel://h1/m/x'", "redis.url redis+sentinel://hosts/<service>/<db>"),
+    (
+        "[redis]\nurl = 'redis+sentinel://h1/m?sentinel_pasword=x'",
+        "redis.url does not take the option 'sentinel_pasword'",
+    ),
+    (
+        "[redis]\nurl = 'redis+sentinel://h1/m?tls=maybe'",
+        "redis.url option tls must be true or false",
+    ),
+    ("[redis]\nurl = 'redis+cluster://'", "redis.url names no hosts"),
+    ("[redis]\nurl = 'redis+cluster://h1:7000/1'", "redis.url a redis+cluster:// URL has no path"),
     ("[redis]\nconnect_timeout = 0", "redis.connect_timeout must be a positive number, got 0.0"),
     (
         "[redis]\npublish_timeout = -1.0",

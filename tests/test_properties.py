@@ -466,6 +466,8 @@ KEYS: dict[str, Key] = {
     "redis.channel_prefix": Key(lambda v: type(v) is str),
     "redis.connect_timeout": Key(_positive),
     "redis.publish_timeout": Key(_positive),
+    "redis.wait_for_replica": Key(lambda v: type(v) is bool),
+    "redis.replica_timeout": Key(_positive),
     "queue.maxsize": Key(_positive_int),  # alone, the default batch shrinks to fit
     "queue.batch_size": Key(lambda v: _positive_int(v) and v <= DEFAULT_MAXSIZE, "queue.maxsize"),
     "queue.overflow": Key(lambda v: v in ("drop_newest", "drop_oldest")),

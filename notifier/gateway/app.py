@@ -196,7 +196,7 @@ class _Last:
         await response(scope, receive, send)
 
     async def _latest(self, task_id: str) -> Response:
-        key = (self.gateway.config.history.key_prefix + task_id).encode()
+        key = self.gateway.hub.naming.key(task_id).encode()
         try:
             latest = await self.gateway.hub.latest(key)
         except UNAVAILABLE:

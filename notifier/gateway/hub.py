@@ -20,23 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from notifier.config import NotifierConfig
 from notifier.events import TERMINAL_TYPES
 from notifier.feed import PAGE, entries_of
-from notifier.link import Link, command
+from notifier.gateway.shards import Node, Shard
 from notifier.logs import Logger
-from notifier.redaction import scrub, url_password
-from notifier.sender import TRANSPORT_ERRORS
+from notifier.redaction import describe, url_secrets
+from notifier.topology.clients import async_client
+from notifier.topology.naming import naming_for
+from notifier.topology.urls import parse
 
 CHECK_INTERVAL = 5.0  # a quiet feed reads its stream this often anyway: a lost message is late
 RECENT_IDS = 1024  # event ids a feed remembers, to tell a message it already handed on
@@ -144,10 +144,11 @@ class Feed:
     def __init__(self, hub: Hub, task_id: str) -> None:
         self.hub = hub
         self.task_id = task_id
-        self.channel = (hub.config.redis.channel_prefix + task_id).encode()
-        self.key = (hub.config.history.key_prefix + task_id).encode()
+        self.channel = hub.naming.channel(task_id).encode()
+        self.key = hub.naming.key(task_id).encode()
         self.subscribers: set[Subscriber] = set()
         self.confirmed = asyncio.Event()  # Redis confirmed the SUBSCRIBE on this connection
+        self.shard: Shard | None = None  # the pub/sub connection it is subscribed on
         self.last_id: bytes | None = None
         self.started = False  # last_id was set: reads go after it
         self._live: list[bytes] = []
@@ -208,29 +209,24 @@ class Feed:
 
 
 class Hub:
-    """The gateway process's pub/sub connection, its feeds, and its pool for history reads."""
+    """The gateway process's pub/sub connections (``notifier/gateway/shards.py``), its feeds,
+    and its pool for history reads."""
 
     def __init__(self, config: NotifierConfig, log: Logger) -> None:
         self.config = config
         self.log = log
-        self._secret = url_password(config.redis.url)
+        self._secrets = url_secrets(config.redis.url)
+        self.naming = naming_for(config)
+        self.topology = parse(config.redis.url)
         self._feeds: dict[str, Feed] = {}
-        self._link: Link | None = None
-        self._runner: asyncio.Task[None] | None = None
+        self._shards: dict[Node | None, Shard] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._heartbeats: asyncio.Task[None] | None = None
-        self._connected = asyncio.Event()
-        cfg = config.redis
-        self._reads = Redis(
-            connection_pool=BlockingConnectionPool.from_url(
-                cfg.url,
-                max_connections=config.gateway.history_connections,
-                timeout=cfg.connect_timeout + cfg.publish_timeout,  # waiting for a free one
-                socket_connect_timeout=cfg.connect_timeout,
-                retry=Retry(NoBackoff(), 0),
-                protocol=2,
-            )
-        )
+        self._moves: set[asyncio.Task[None]] = set()
+        # History reads: a small pool, and never more reads at once than it holds.
+        pool = config.gateway.history_connections
+        self._reads = async_client(config.redis, max_connections=pool)
+        self._read_slots = asyncio.Semaphore(pool)
 
     # Subscribers -----------------------------------------------------------------------------
 
@@ -242,10 +238,11 @@ class Hub:
         feed = self._feeds.get(task_id)
         if feed is None:
             feed = self._feeds[task_id] = Feed(self, task_id)
-            await self._send(command(b"SUBSCRIBE", feed.channel))
         feed.subscribers.add(subscriber)
         try:
             async with asyncio.timeout(2 * self.config.redis.connect_timeout):
+                if feed.shard is None:
+                    (await self._shard_for(feed)).add(feed)
                 await feed.confirmed.wait()
                 if not feed.started:
                     feed.last_id = await self.latest_id(feed.key)
@@ -259,14 +256,71 @@ class Hub:
         feed.subscribers.discard(subscriber)
         if not feed.subscribers and self._feeds.get(feed.task_id) is feed:
             del self._feeds[feed.task_id]
-            with contextlib.suppress(RuntimeError):  # the loop is closing: the link goes too
-                asyncio.get_running_loop().create_task(
-                    self._send(command(b"UNSUBSCRIBE", feed.channel))
-                )
+            if feed.shard is not None:
+                feed.shard.remove(feed)
 
     @property
     def subscribers(self) -> int:
         return sum(len(feed.subscribers) for feed in self._feeds.values())
+
+    # Where a feed subscribes -------------------------------------------------------------------
+
+    async def _shard_for(self, feed: Feed) -> Shard:
+        """The shard that owns the feed's channel: the one there is, or on a cluster the master
+        of its slot (from the reads client's slot map)."""
+        node: Node | None = None
+        if self.naming.sharded:
+            cluster = self._reads
+            assert isinstance(cluster, RedisCluster)  # noqa: S101 - naming.sharded says so
+            if not cluster.nodes_manager.slots_cache:
+                await cluster.initialize()
+            owner = cluster.get_node_from_key(feed.channel.decode())
+            if owner is None:
+                raise RedisConnectionError(f"no node owns {feed.channel!r}'s slot")
+            node = (owner.host, int(owner.port))
+        shard = self._shards.get(node)
+        if shard is None:
+            shard = self._shards[node] = Shard(self, node)
+        return shard
+
+    def relocate_soon(self, feed: Feed) -> None:
+        """A node gave the feed's slot away: subscribe where it lives now, then catch up."""
+        task = asyncio.get_running_loop().create_task(self._relocate([feed], refresh=True))
+        self._moves.add(task)
+        task.add_done_callback(self._moves.discard)
+
+    async def relocate_all(self, shard: Shard) -> None:
+        """A cluster shard cannot connect: move its feeds if their slots have a new owner."""
+        await self._relocate(list(shard.feeds.values()), refresh=True)
+
+    async def _relocate(self, feeds: list[Feed], refresh: bool) -> None:
+        if refresh and isinstance(self._reads, RedisCluster):
+            with contextlib.suppress(Exception):  # a refresh that fails is tried at the next move
+                await self._reads.nodes_manager.initialize()
+        for feed in feeds:
+            if self._feeds.get(feed.task_id) is not feed:
+                continue  # its last subscriber left meanwhile
+            try:
+                target = await self._shard_for(feed)
+            except Exception as exc:  # noqa: BLE001 - the next failure or tick tries again
+                self.log.debug("gateway_relocate_failed", error=self._describe(exc))
+                continue
+            if target is not feed.shard:
+                if feed.shard is not None:
+                    feed.shard.feeds.pop(feed.channel, None)
+                self.log.info(
+                    "gateway_channel_moved", channel=feed.channel.decode(errors="replace")
+                )
+            target.add(feed)  # its confirmation makes it read what it missed
+
+    def lost(self, shard: Shard, exc: BaseException, attempt: int) -> None:
+        emit = self.log.warning if attempt == 0 else self.log.debug
+        emit(
+            "gateway_redis_disconnected",
+            error=self._describe(exc),
+            attempts=attempt + 1,
+            node=None if shard.node is None else f"{shard.node[0]}:{shard.node[1]}",
+        )
 
     # History reads ---------------------------------------------------------------------------
 
@@ -278,7 +332,7 @@ class Hub:
         out: list[tuple[bytes, bytes]] = []
         low = b"(" + after if after is not None else (start or b"-")
         while True:
-            async with asyncio.timeout(self.config.redis.publish_timeout):
+            async with self._read_slots, asyncio.timeout(self.config.redis.publish_timeout):
                 page = entries_of(await self._reads.xrange(key, min=low, count=PAGE))
             out += [(i, p) for i, p in page if p is not None]
             if len(page) < PAGE:
@@ -290,13 +344,13 @@ class Hub:
         return None if latest is None else latest[0]
 
     async def latest(self, key: bytes) -> tuple[bytes, bytes] | None:
-        async with asyncio.timeout(self.config.redis.publish_timeout):
+        async with self._read_slots, asyncio.timeout(self.config.redis.publish_timeout):
             found = entries_of(await self._reads.xrevrange(key, count=1))
         return (found[0][0], found[0][1] or b"") if found else None
 
     async def entry_at(self, key: bytes, raw_id: bytes) -> bytes | None:
         """The payload of the entry with this exact id, or None when the stream lacks it."""
-        async with asyncio.timeout(self.config.redis.publish_timeout):
+        async with self._read_slots, asyncio.timeout(self.config.redis.publish_timeout):
             found = entries_of(await self._reads.xrange(key, min=raw_id, max=raw_id, count=1))
         return (found[0][1] or b"null") if found else None
 
@@ -306,88 +360,10 @@ class Hub:
     # The pub/sub connection ------------------------------------------------------------------
 
     def _start(self) -> None:
-        if self._runner is None:
+        if self._ticker is None:
             loop = asyncio.get_running_loop()
-            self._runner = loop.create_task(self._run())
             self._ticker = loop.create_task(self._tick())
             self._heartbeats = loop.create_task(self._beat())
-
-    async def _send(self, commands: bytes) -> None:
-        link = self._link
-        if link is None:
-            return  # not connected: _run subscribes every feed when it connects
-        try:
-            await link.send(commands)
-        except TRANSPORT_ERRORS:
-            await link.close()  # _run notices and connects again
-
-    async def _run(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                link = await self._connect()
-                attempt = 0
-                await self._listen(link)
-            except Exception as exc:  # noqa: BLE001 - transport errors, and uvloop's
-                # RuntimeError on a closed transport: the hub's connection must come back.
-                self._lost(exc, attempt)
-            await self._disconnect()
-            rc = self.config.reconnect
-            delay = min(rc.max_backoff, rc.initial_backoff * 2 ** min(attempt, 32))
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            attempt += 1
-
-    async def _connect(self) -> Link:
-        cfg = self.config.redis
-        async with asyncio.timeout(cfg.connect_timeout):
-            link = await Link.open(cfg.url, cfg.connect_timeout)
-        self._link = link
-        self._connected.set()
-        for feed in self._feeds.values():
-            feed.confirmed.clear()
-        if self._feeds:
-            channels = [feed.channel for feed in self._feeds.values()]
-            await link.send(b"".join(command(b"SUBSCRIBE", channel) for channel in channels))
-        self.log.info("gateway_redis_connected", channels=len(self._feeds))
-        return link
-
-    async def _listen(self, link: Link) -> None:
-        while True:
-            for reply in await link.replies():
-                self._dispatch(reply)
-
-    def _dispatch(self, reply: object) -> None:
-        if not isinstance(reply, list) or len(reply) < 3:
-            return
-        kind, channel, data = reply[0], reply[1], reply[2]
-        feed = self._feed_of(channel)
-        if feed is None:
-            return
-        if kind == b"message" and isinstance(data, bytes):
-            feed.wake(data)
-        elif kind == b"subscribe":
-            feed.confirmed.set()
-            if feed.started:
-                feed.wake()  # subscribed again after a reconnect: read what was missed
-
-    def _feed_of(self, channel: object) -> Feed | None:
-        if not isinstance(channel, bytes):
-            return None
-        prefix = self.config.redis.channel_prefix.encode()
-        task_id = channel[len(prefix) :].decode("utf-8", "replace")
-        feed = self._feeds.get(task_id)
-        return feed if feed is not None and feed.channel == channel else None
-
-    def _lost(self, exc: BaseException, attempt: int) -> None:
-        emit = self.log.warning if attempt == 0 else self.log.debug
-        emit("gateway_redis_disconnected", error=self._describe(exc), attempts=attempt + 1)
-
-    async def _disconnect(self) -> None:
-        link, self._link = self._link, None
-        self._connected.clear()
-        if link is not None:
-            with contextlib.suppress(*TRANSPORT_ERRORS):
-                await link.close()
 
     async def _tick(self) -> None:
         """Read every feed's stream now and then: a message lost on the way is late, never
@@ -417,15 +393,16 @@ class Hub:
                 await asyncio.sleep(interval)
 
     async def close(self) -> None:
-        for task in (self._runner, self._ticker, self._heartbeats):
+        for task in (self._ticker, self._heartbeats, *self._moves):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._runner = self._ticker = self._heartbeats = None
-        await self._disconnect()
-        await self._reads.aclose(close_connection_pool=True)  # the pool is ours
+        self._ticker = self._heartbeats = None
+        for shard in self._shards.values():
+            await shard.close()
+        self._shards.clear()
+        await self._reads.aclose()
 
     def _describe(self, exc: BaseException) -> str:
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return scrub(text, self._secret)
+        return describe(exc, self._secrets)

@@ -1,0 +1,26 @@
+"""``make_router``: the router for the topology ``redis.url`` names."""
+
+from __future__ import annotations
+
+from notifier.batch import Packer
+from notifier.config import NotifierConfig
+from notifier.ledger import Ledger
+from notifier.logs import Logger
+from notifier.topology.base import Links, Router
+from notifier.topology.naming import naming_for
+from notifier.topology.single import SingleRouter
+from notifier.topology.urls import parse
+
+
+def make_router(config: NotifierConfig, ledger: Ledger, log: Logger) -> Router:
+    topology = parse(config.redis.url)
+    links, packer = Links(config, ledger, log), Packer(config, naming_for(config))
+    if topology.kind == "sentinel":
+        from notifier.topology.sentinel import SentinelRouter
+
+        return SentinelRouter(config, links, packer, topology)
+    if topology.kind == "cluster":
+        from notifier.topology.cluster import ClusterRouter
+
+        return ClusterRouter(config, links, packer, topology)
+    return SingleRouter(config, links, packer)

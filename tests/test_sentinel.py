@@ -1,0 +1,337 @@
+"""Redis Sentinel, on a real topology the tests start (a master, a replica, three sentinels):
+the notifier follows every failover and loses no event, and so does the consumer side."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fault_helpers import NEVER_WAITS, PacedPublisher, report
+from gateway_helpers import GatewayProcess, sse_events
+from health_helpers import health_config, health_report, serving
+from helpers import assert_invariant, make_config
+from topologies import SentinelSet
+
+from notifier import Notifier, NotifierConfig
+from notifier.consumer import last_event, subscribe
+from notifier.gateway import issue_token
+from notifier.testing import wait_until
+
+pytestmark = pytest.mark.timeout(180)
+HISTORY = {"enabled": True, "maxlen": 100_000, "ttl_seconds": 600}
+RATE = 2000.0
+
+
+@pytest.fixture
+def sentinels() -> Iterator[SentinelSet]:
+    with SentinelSet() as topology:
+        yield topology
+
+
+def config_for(topology: SentinelSet) -> NotifierConfig:
+    return make_config(topology.url(), history=HISTORY)
+
+
+class LiveSubscriber:
+    """notifier.consumer.subscribe() on its own thread and loop, following a failover; the
+    event ids it received."""
+
+    def __init__(self, config: NotifierConfig, task_id: str) -> None:
+        self.ids: list[str] = []
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, args=(config, task_id))
+        self._thread.start()
+
+    def _main(self, config: NotifierConfig, task_id: str) -> None:
+        try:
+            asyncio.run(self._run(config, task_id))
+        except BaseException as exc:  # the test says what ended the subscription
+            self.errors.append(exc)
+
+    async def _run(self, config: NotifierConfig, task_id: str) -> None:
+        events = subscribe(task_id, config=config, follow=True, replay=True, check_interval=0.5)
+
+        async def consume() -> None:
+            async for event in events:
+                self.ids.append(event["event_id"])
+
+        consumer = asyncio.create_task(consume())
+        await asyncio.to_thread(self._stop.wait)  # until the test is done with it
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+        await events.aclose()
+        if consumer.done() and not consumer.cancelled() and consumer.exception():
+            raise consumer.exception()  # type: ignore[misc]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def history_ids(topology: SentinelSet, task_id: str) -> list[str]:
+    """The event ids in the task's history stream on the master the sentinels name now."""
+    with topology.server(topology.master_port()).client() as client:
+        entries = client.xrange(f"task-history:{task_id}")
+    return [json.loads(fields[b"event"])["event_id"] for _, fields in entries]
+
+
+def stream_through(
+    topology: SentinelSet,
+    n: Notifier,
+    task_id: str,
+    fault: Callable[[], None],
+    total: int = 8000,
+) -> PacedPublisher:
+    """Publish ``total`` ticks at RATE while ``fault`` runs in mid-stream."""
+    pacer = PacedPublisher(lambda i: n.publish(task_id, "tick", {"seq": i}), total, RATE).start()
+    pacer.wait_calls(total // 4)
+    fault()
+    pacer.join(120)
+    assert n.flush(60)
+    return pacer
+
+
+def check_every_event_arrived(
+    topology: SentinelSet, n: Notifier, task_id: str, live: LiveSubscriber, total: int
+) -> dict[str, Any]:
+    """By event id: the new master's history holds every accepted event, and so did the live
+    subscriber get them."""
+    stored = history_ids(topology, task_id)
+    stats = n.stats()
+    assert total == stats["published"] == stats["accepted"], stats
+    assert_invariant(stats)
+    assert total == len(set(stored)), (total, len(set(stored)))
+    try:
+        wait_until(lambda: set(stored) <= set(live.ids), 30)
+    except TimeoutError:
+        missing = len(set(stored) - set(live.ids))
+        raise AssertionError(f"the live subscriber misses {missing}: {live.errors}") from None
+    return {"events": total, "in_history": len(set(stored)), "live": len(set(live.ids))}
+
+
+def test_a_failover_in_mid_stream_loses_no_event_and_is_noticed_at_once(
+    sentinels: SentinelSet,
+) -> None:
+    """SENTINEL FAILOVER at ~2,000 events/s: every accepted event is in the new master's history
+    and reached a live subscriber; the notifier moves to the new master moments after the
+    sentinels name it, and no call waits on any of it."""
+    config = config_for(sentinels)
+    n = Notifier(config)
+    task_id = "sentinel-failover"
+    live = LiveSubscriber(config, task_id)
+    try:
+        old = sentinels.master_port()
+        n.start()
+        wait_until(lambda: n.stats()["connected"], 10)
+        noticed: dict[str, float] = {}
+
+        def fault() -> None:
+            named_at = sentinels.failover()
+            wait_until(lambda: n.stats()["redis"]["master"] != f"127.0.0.1:{old}", 30, 0.005)
+            noticed["after_s"] = time.monotonic() - named_at
+
+        pacer = stream_through(sentinels, n, task_id, fault)
+        assert [] == pacer.errors
+        figures = check_every_event_arrived(sentinels, n, task_id, live, pacer.total)
+        assert 1 == n.stats()["redis"]["failovers"]
+        assert pacer.worst() < NEVER_WAITS
+        report(
+            "sentinel_failover",
+            **figures,
+            noticed_after_named_s=round(noticed["after_s"], 3),
+            resent=n.stats()["resent"],
+            worst_call_ms=round(pacer.worst() * 1000, 3),
+        )
+    finally:
+        live.stop()
+        n.close(timeout=5)
+
+
+def test_the_master_killed_fails_over_and_loses_no_event(sentinels: SentinelSet) -> None:
+    """SIGKILL of the master: the sentinels fail over after down-after-milliseconds (1 s here),
+    and every accepted event ends up in the new master's history and at the subscriber."""
+    config = config_for(sentinels)
+    n = Notifier(config)
+    task_id = "sentinel-kill"
+    live = LiveSubscriber(config, task_id)
+    try:
+        old = sentinels.master_port()
+        n.start()
+        wait_until(lambda: n.stats()["connected"], 10)
+
+        def fault() -> None:
+            sentinels.server(old).kill()
+            wait_until(lambda: sentinels.master_port() != old, 60, 0.05)
+
+        pacer = stream_through(sentinels, n, task_id, fault)
+        assert [] == pacer.errors
+        figures = check_every_event_arrived(sentinels, n, task_id, live, pacer.total)
+        report("sentinel_kill", **figures, resent=n.stats()["resent"])
+    finally:
+        live.stop()
+        n.close(timeout=5)
+
+
+def test_one_sentinel_down_changes_nothing(sentinels: SentinelSet) -> None:
+    """The first sentinel of the URL is down: discovery asks the next, and a failover is
+    followed all the same."""
+    sentinels.sentinels[0].kill()
+    config = config_for(sentinels)
+    n = Notifier(config)
+    task_id = "sentinel-one-down"
+    live = LiveSubscriber(config, task_id)
+    try:
+        n.start()
+        wait_until(lambda: n.stats()["connected"], 10)
+
+        def fault() -> None:
+            old = sentinels.master_port()
+            with sentinels.sentinels[1].client(socket_timeout=5) as client:
+                client.execute_command("SENTINEL", "FAILOVER", "mymaster")
+            wait_until(lambda: sentinels.master_port() != old, 30, 0.01)
+
+        pacer = stream_through(sentinels, n, task_id, fault, total=4000)
+        check_every_event_arrived(sentinels, n, task_id, live, pacer.total)
+    finally:
+        live.stop()
+        n.close(timeout=5)
+
+
+def test_with_every_sentinel_down_events_wait_in_the_queue_then_arrive(
+    sentinels: SentinelSet,
+) -> None:
+    """No sentinel answers and the master's connection is gone: the notifier cannot find a
+    master, says so (not connected, the reason, health 503 "redis unreachable"), buffers, and
+    delivers all once they are back. With the sentinels up, health is 200 and names the master."""
+    queue = {"maxsize": 1000, "progress_interval": 0.0}
+    config = health_config(sentinels.url(), history=HISTORY, queue=queue)
+    task_id = "sentinel-all-down"
+    with serving(config) as (n, server):
+        wait_until(lambda: health_report(server.url)[0] == 200, 10)
+        body = health_report(server.url)[1]["processes"][0]
+        assert f"127.0.0.1:{sentinels.master.port}" == body["redis"]["master"]
+        for sentinel in sentinels.sentinels:
+            sentinel.kill()
+        with sentinels.server(sentinels.master.port).client() as client:
+            client.client_kill_filter(_type="normal", skipme=True)  # the notifier must rediscover
+        for i in range(800):
+            assert n.publish(task_id, "tick", {"seq": i})
+        wait_until(lambda: not n.stats()["connected"], 10)
+        stats = n.stats()
+        assert "no sentinel named a master" in str(stats["last_error"])
+        assert stats["pending"] > 0
+        wait_until(lambda: health_report(server.url)[0] == 503, 10)
+        reasons = health_report(server.url)[1]["reasons"]
+        assert any("redis unreachable" in r and "no sentinel named" in r for r in reasons)
+        refused = [n.publish(task_id, "tick", {"seq": 800 + i}) for i in range(800)]
+        assert False in refused  # the queue holds maxsize (1,000), then refuses: bounded
+        for sentinel in sentinels.sentinels:
+            sentinel.start()
+        assert n.flush(60)
+        stats = n.stats()
+        assert_invariant(stats)
+        assert stats["published"] == stats["accepted"] and stats["connected"]
+        stored = history_ids(sentinels, task_id)
+        assert stats["accepted"] == len(set(stored))
+        wait_until(lambda: health_report(server.url)[0] == 200, 10)
+
+
+def test_the_old_master_comes_back_as_a_replica(sentinels: SentinelSet) -> None:
+    """After a kill and a failover, the old master restarts on its port: the sentinels make it
+    a replica of the new one, replication confirms batches again, and nothing is lost."""
+    config = config_for(sentinels)
+    n = Notifier(config)
+    task_id = "sentinel-return"
+    try:
+        n.start()
+        wait_until(lambda: n.stats()["connected"], 10)
+        old = sentinels.master_port()
+        sentinels.server(old).kill()
+        wait_until(lambda: sentinels.master_port() != old, 60, 0.05)
+        for i in range(200):
+            assert n.publish(task_id, "tick", {"seq": i})
+        assert n.flush(30)
+        returning = sentinels.server(old)
+        returning.extra = []
+        returning.start()
+
+        def is_replica() -> bool:
+            with returning.client(socket_timeout=1) as client:
+                info = client.info("replication")
+            return info["role"] == "slave" and info.get("master_link_status") == "up"
+
+        wait_until(is_replica, 60, 0.1)
+        started = time.monotonic()
+        for i in range(200, 400):
+            assert n.publish(task_id, "tick", {"seq": i})
+        assert n.flush(30)
+        confirmed_in = time.monotonic() - started
+        assert 400 == len(set(history_ids(sentinels, task_id)))
+        with returning.client() as client:  # the replica has them too
+            wait_until(lambda: client.xlen(f"task-history:{task_id}") == 400, 30)
+        report("sentinel_old_master_back", flush_with_replica_s=round(confirmed_in, 3))
+    finally:
+        n.close(timeout=5)
+
+
+def test_last_event_listen_and_the_gateway_follow_a_failover(
+    sentinels: SentinelSet, tmp_path: Path
+) -> None:
+    """last_event(), `notifier listen` and the gateway's SSE stream, each across a failover."""
+    config = config_for(sentinels)
+    n = Notifier(config)
+    task_id = "sentinel-consumers"
+    url_file = tmp_path / "config.toml"
+    url_file.write_text(f'[redis]\nurl = "{sentinels.url()}"\nconnect_timeout = 1.0\n')
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "notifier.cli", "--config", str(url_file), "listen", task_id]
+        + ["--count", "2", "--timeout", "90"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    gateway = GatewayProcess(sentinels.url(), tmp_path).start()
+    received: list[Any] = []
+    try:
+        token = issue_token(task_id, config=gateway.config)
+        reader = threading.Thread(
+            target=lambda: received.extend(
+                sse_events(gateway.url(f"/tasks/{task_id}/events?token={token}"), timeout=90)[1]
+            )
+        )
+        reader.start()
+
+        def subscribed() -> int:
+            with sentinels.server(sentinels.master_port()).client() as client:
+                return int(client.pubsub_numsub(f"task:{task_id}")[0][1])
+
+        wait_until(lambda: subscribed() >= 2, 30)  # the listener and the gateway
+        assert n.publish(task_id, "tick", {"seq": 1})
+        assert n.flush(10)
+        sentinels.failover()
+        assert n.publish(task_id, "tick", {"seq": 2})
+        assert n.publish_completed(task_id)
+        assert n.flush(30)
+        latest = asyncio.run(last_event(task_id, config=config))
+        assert latest is not None and "completed" == latest["type"]
+        out, err = listener.communicate(timeout=90)
+        assert 0 == listener.returncode, err
+        assert [1, 2] == [json.loads(line)["data"]["seq"] for line in out.splitlines()]
+        reader.join(90)
+        seqs = [json.loads(e.data)["data"].get("seq") for e in received if e.data]
+        assert [1, 2, None] == seqs
+    finally:
+        listener.kill()
+        gateway.stop()
+        n.close(timeout=5)
