@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo demo-runs gateway soak bench bench-gateway clean
+.PHONY: install test lint demo demo-runs gateway soak bench bench-gateway bench-topologies clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is needed (set PYTHON=...)"; exit 1; }
@@ -53,6 +53,12 @@ bench: $(BENCH_STAMP)
 # side by side; writes bench/results/gateway.md. Arguments: python -m bench.gateway --help.
 bench-gateway: $(STAMP)
 	$(BIN)/python -m bench.gateway $(BENCH_ARGS)
+
+# Sentinel and Cluster on topologies started here: a plain Sentinel client's loss through a
+# failover beside ours, the cost of WAIT, a 3-master cluster against one Redis from 2 processes;
+# writes bench/results/topologies.md. Arguments: python -m bench.topologies --help.
+bench-topologies: $(STAMP)
+	$(BIN)/python -m bench.topologies $(BENCH_ARGS)
 
 # Not in CI: 10 minutes at 5,000 events/s with Redis killed every 60 s and the link reset every
 # 45 s; every event accounted for, and the caller's worst calls beside the machine's own stalls.

@@ -39,14 +39,13 @@ class Packer:
 
     def __init__(self, config: NotifierConfig, naming: Naming) -> None:
         self.naming = naming
-        self._naming = naming
         self._history = config.history.enabled
         self._maxlen = b"%d" % config.history.maxlen
         self._ttl = b"%d" % config.history.ttl_seconds
 
     def pack(self, batch: Sequence[Event]) -> tuple[bytes, int]:
         """The batch's commands in one buffer, and how many replies they will get."""
-        naming, verb = self._naming, self._naming.publish
+        naming, verb = self.naming, self.naming.publish
         if not self._history:
             publishes = [
                 publish_command(naming.channel(t).encode(), data, verb) for t, data in batch

@@ -2,9 +2,10 @@
 
 Used by ``notifier.consumer``, in the caller's own event loop. Every round trip is bounded by
 ``asyncio.timeout``; redis-py never retries on its own. On a Redis Cluster the subscription is
-SSUBSCRIBE, on the node that owns the channel's slot (redis-py finds it); a node that gives the
-slot away unsubscribes us unasked (``sunsubscribe``), which counts as a lost connection, so the
-consumer subscribes again and reads the stream after the last entry it had: no gap.
+SSUBSCRIBE, on a plain connection to the master that owns the channel's slot (the cluster
+client's slot map says which); a node that gives the slot away unsubscribes us unasked
+(``sunsubscribe``), which counts as a lost connection, so the consumer subscribes again, on the
+slot's new owner, and reads the stream after the last entry it had: no gap.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+from redis.asyncio import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from notifier.config import RedisConfig
-from notifier.topology.clients import AsyncClient, async_client
+from notifier.topology.clients import AsyncClient, async_client, owner_client
 
 # What a lost or unusable connection raises. ResponseError (a command Redis refused, such as
 # WRONGTYPE) is a RedisError too, but retrying cannot fix it: the consumer raises it to the caller.
@@ -32,9 +34,10 @@ MESSAGES = ("message", "smessage")
 class Feed:
     """One pair of connections: the subscription on one, stream reads on the other."""
 
-    def __init__(self, client: AsyncClient, pubsub: Any, timeout: float, sharded: bool) -> None:
+    def __init__(self, client: AsyncClient, timeout: float, sharded: bool) -> None:
         self.client = client
-        self.pubsub = pubsub
+        self.subscriber: Any = None  # on a cluster, the slot owner's own client
+        self.pubsub: Any = None
         self.sharded = sharded
         self.timeout = timeout  # bound on one command's round trip
         self.live_seen = False  # has a live message arrived on this feed yet?
@@ -45,9 +48,14 @@ class Feed:
         """Connect and SUBSCRIBE (SSUBSCRIBE on a cluster); returns once Redis has confirmed
         the subscription."""
         client = async_client(cfg)
-        feed = cls(client, client.pubsub(), cfg.publish_timeout, sharded)
+        feed = cls(client, cfg.publish_timeout, sharded)
         confirmed = "ssubscribe" if sharded else "subscribe"
         try:
+            if isinstance(client, RedisCluster):
+                feed.subscriber = await owner_client(cfg, client, channel.decode())
+                feed.pubsub = feed.subscriber.pubsub()
+            else:
+                feed.pubsub = client.pubsub()
             async with asyncio.timeout(2 * cfg.connect_timeout):
                 if sharded:
                     await feed.pubsub.ssubscribe(channel)
@@ -93,10 +101,10 @@ class Feed:
 
     async def close(self) -> None:
         """Close both connections; they are abandoned either way, so errors are not raised."""
-        with contextlib.suppress(*TRANSPORT_ERRORS):
-            await self.pubsub.aclose()
-        with contextlib.suppress(*TRANSPORT_ERRORS):
-            await self.client.aclose()
+        for closable in (self.pubsub, self.subscriber, self.client):
+            if closable is not None:
+                with contextlib.suppress(*TRANSPORT_ERRORS):
+                    await closable.aclose()
 
 
 def entries_of(reply: Sequence[tuple[object, object]] | None) -> list[tuple[bytes, bytes | None]]:

@@ -4,6 +4,10 @@ A lost connection, or a quiet one that stops answering its PING, is made again w
 ``[reconnect]`` backoff for as long as it takes, until Ctrl-C, ``--count`` or ``--timeout``; each
 outage is said on stderr when it starts and when it ends. Pub/sub keeps nothing: what was
 published during an outage is not printed.
+
+On a Redis Cluster the task's channel is sharded: ``listen`` SSUBSCRIBEs on the master that owns
+its slot, and when the slot moves (the node sends ``sunsubscribe``) it subscribes again where the
+slot lives now. Shard channels have no patterns, so ``--all`` is refused there.
 """
 
 from __future__ import annotations
@@ -38,6 +42,12 @@ class Listener:
     ) -> None:
         self.config = config
         self.task_id = None if task_id is None else check_task_id(task_id)
+        self.naming = naming_for(config)
+        if self.naming.sharded and self.task_id is None:
+            raise NotifierError(
+                "listen --all needs a pattern subscription (PSUBSCRIBE), and a Redis Cluster's "
+                "sharded channels have no patterns: name a task (notifier listen TASK_ID)"
+            )
         self.count = count
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
@@ -91,9 +101,13 @@ class Listener:
         while not self._done():
             wait = 1.0 if self.deadline is None else min(1.0, self.deadline - time.monotonic())
             message = pubsub.get_message(timeout=max(0.0, wait))
-            if message is not None and message["type"] in ("message", "pmessage"):
+            if message is None:
+                continue
+            if message["type"] in ("message", "pmessage", "smessage"):
                 print(one_line(message["data"]), flush=True)
                 self.received += 1
+            elif message["type"] == "sunsubscribe":  # the slot moved: subscribe where it is now
+                raise redis.ConnectionError("the node gave the channel's slot away")
 
 
 def say(text: str) -> None:
@@ -106,8 +120,10 @@ class _Subscription:
 
     def __init__(self, config: NotifierConfig, task_id: str | None) -> None:
         cfg = config.redis
+        naming = naming_for(config)
         self.client = sync_client(
             cfg,
+            key=None if task_id is None else naming.channel(task_id),
             # A silent link: the PING sent every HEALTH_CHECK_INTERVAL of quiet gets no answer,
             # and the read gives up after this long instead of waiting for good.
             socket_timeout=cfg.connect_timeout + cfg.publish_timeout,
@@ -149,10 +165,15 @@ def _subscribe(pubsub: Any, config: NotifierConfig, task_id: str | None) -> str:
         target = glob_escape(config.redis.channel_prefix) + "*"
         pubsub.psubscribe(target)
     else:
-        target = naming_for(config).channel(check_task_id(task_id))
-        pubsub.subscribe(target)
+        naming = naming_for(config)
+        target = naming.channel(check_task_id(task_id))
+        (pubsub.ssubscribe if naming.sharded else pubsub.subscribe)(target)
     confirmation = pubsub.get_message(timeout=config.redis.connect_timeout)
-    if confirmation is None or confirmation["type"] not in ("subscribe", "psubscribe"):
+    if confirmation is None or confirmation["type"] not in (
+        "subscribe",
+        "psubscribe",
+        "ssubscribe",
+    ):
         raise redis.ConnectionError("the subscription was not confirmed")  # retried like a loss
     return target
 

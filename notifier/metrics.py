@@ -78,6 +78,22 @@ class SnapshotCollector:
             "1 for the Redis endpoint in use: the master, with Sentinel",
             labels=[*LABELS, "topology", "endpoint"],
         )
+        node_labels = [*LABELS, "node"]
+        nodes: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
+            "published": CounterMetricFamily(
+                "notifier_node_published", "Events a cluster master accepted", labels=node_labels
+            ),
+            "errors": CounterMetricFamily(
+                "notifier_node_errors",
+                "Events a cluster master refused or redirected (MOVED, ASK, ...)",
+                labels=node_labels,
+            ),
+            "connected": GaugeMetricFamily(
+                "notifier_node_connected",
+                "1 while a cluster master is connected",
+                labels=node_labels,
+            ),
+        }
         for process in report.processes:
             s = process.snapshot
             labels = [str(s.pid), str(s.notifier)]
@@ -88,6 +104,9 @@ class SnapshotCollector:
             where = s.topology.get("master") or s.topology.get("endpoint")
             if where:
                 endpoint.add_metric([*labels, str(s.topology.get("topology")), str(where)], 1.0)
+            for node, figures in sorted((s.topology.get("nodes") or {}).items()):
+                for key, family in nodes.items():
+                    family.add_metric([*labels, str(node)], float(figures.get(key) or 0))
             for reason, count in sorted(s.dropped_by_reason.items()):
                 counters["dropped"].add_metric([*labels, reason], count)
             values = {
@@ -105,6 +124,7 @@ class SnapshotCollector:
         yield from counters.values()
         yield from families.values()
         yield endpoint
+        yield from nodes.values()
 
 
 def registry(report: Callable[[], Report]) -> CollectorRegistry:

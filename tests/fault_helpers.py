@@ -1,4 +1,5 @@
-"""Helpers for the fault-injection tests: a paced publisher, a de-duplicating tally, figures.
+"""Helpers for the fault-injection tests: a paced publisher, a live subscriber that follows
+faults, a de-duplicating tally, figures.
 
 Tests check behaviour; the figures they measure on the way (worst publish call, duplicates, RSS)
 are printed as ``FIGURES <name>: {json}`` lines, so that ``pytest -s`` reproduces every number in
@@ -7,6 +8,8 @@ docs/RELIABILITY.md. With ``$NOTIFIER_FIGURES`` set they are also appended to th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import math
 import os
@@ -16,6 +19,8 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Self
 
+from notifier import NotifierConfig
+from notifier.consumer import subscribe
 from notifier.testing import EventCollector, wait_until
 
 # No publish call takes this long, even while Redis misbehaves for seconds. A call does a dict
@@ -165,3 +170,41 @@ class Tally:
                 f"{len(missing)} of {len(wanted)} events missing after {timeout}s, "
                 f"e.g. {sorted(missing, key=repr)[:5]}"
             ) from None
+
+
+class LiveSubscriber:
+    """notifier.consumer.subscribe() on its own thread and loop, following a failover; the
+    event ids it received."""
+
+    def __init__(self, config: NotifierConfig, task_id: str) -> None:
+        self.ids: list[str] = []
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, args=(config, task_id))
+        self._thread.start()
+
+    def _main(self, config: NotifierConfig, task_id: str) -> None:
+        try:
+            asyncio.run(self._run(config, task_id))
+        except BaseException as exc:  # the test says what ended the subscription
+            self.errors.append(exc)
+
+    async def _run(self, config: NotifierConfig, task_id: str) -> None:
+        events = subscribe(task_id, config=config, follow=True, replay=True, check_interval=0.5)
+
+        async def consume() -> None:
+            async for event in events:
+                self.ids.append(event["event_id"])
+
+        consumer = asyncio.create_task(consume())
+        await asyncio.to_thread(self._stop.wait)  # until the test is done with it
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+        await events.aclose()
+        if consumer.done() and not consumer.cancelled() and consumer.exception():
+            raise consumer.exception()  # type: ignore[misc]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)

@@ -83,7 +83,7 @@ BAD = [
     ("[redis]\nurl = 'redis+sentinel://h1/m/x'", "redis.url redis+sentinel://hosts/<service>/<db>"),
     (
         "[redis]\nurl = 'redis+sentinel://h1/m?sentinel_pasword=x'",
-        "redis.url does not take the option 'sentinel_pasword'",
+        "redis.url does not take the option 'sentinel_pasword' (did you mean sentinel_password?",
     ),
     (
         "[redis]\nurl = 'redis+sentinel://h1/m?tls=maybe'",

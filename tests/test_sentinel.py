@@ -4,7 +4,6 @@ the notifier follows every failover and loses no event, and so does the consumer
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import subprocess
 import sys
@@ -15,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_helpers import NEVER_WAITS, PacedPublisher, report
+from fault_helpers import NEVER_WAITS, LiveSubscriber, PacedPublisher, report
 from gateway_helpers import GatewayProcess, sse_events
 from health_helpers import health_config, health_report, serving
 from helpers import assert_invariant, make_config
 from topologies import SentinelSet
 
 from notifier import Notifier, NotifierConfig
-from notifier.consumer import last_event, subscribe
+from notifier.consumer import last_event
 from notifier.gateway import issue_token
 from notifier.testing import wait_until
 
@@ -39,44 +38,6 @@ def sentinels() -> Iterator[SentinelSet]:
 
 def config_for(topology: SentinelSet) -> NotifierConfig:
     return make_config(topology.url(), history=HISTORY)
-
-
-class LiveSubscriber:
-    """notifier.consumer.subscribe() on its own thread and loop, following a failover; the
-    event ids it received."""
-
-    def __init__(self, config: NotifierConfig, task_id: str) -> None:
-        self.ids: list[str] = []
-        self.errors: list[BaseException] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._main, args=(config, task_id))
-        self._thread.start()
-
-    def _main(self, config: NotifierConfig, task_id: str) -> None:
-        try:
-            asyncio.run(self._run(config, task_id))
-        except BaseException as exc:  # the test says what ended the subscription
-            self.errors.append(exc)
-
-    async def _run(self, config: NotifierConfig, task_id: str) -> None:
-        events = subscribe(task_id, config=config, follow=True, replay=True, check_interval=0.5)
-
-        async def consume() -> None:
-            async for event in events:
-                self.ids.append(event["event_id"])
-
-        consumer = asyncio.create_task(consume())
-        await asyncio.to_thread(self._stop.wait)  # until the test is done with it
-        consumer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer
-        await events.aclose()
-        if consumer.done() and not consumer.cancelled() and consumer.exception():
-            raise consumer.exception()  # type: ignore[misc]
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
 
 def history_ids(topology: SentinelSet, task_id: str) -> list[str]:
@@ -269,7 +230,7 @@ def test_the_old_master_comes_back_as_a_replica(sentinels: SentinelSet) -> None:
         def is_replica() -> bool:
             with returning.client(socket_timeout=1) as client:
                 info = client.info("replication")
-            return info["role"] == "slave" and info.get("master_link_status") == "up"
+            return bool(info["role"] == "slave" and info.get("master_link_status") == "up")
 
         wait_until(is_replica, 60, 0.1)
         started = time.monotonic()

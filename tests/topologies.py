@@ -172,12 +172,17 @@ class ClusterSet:
         return self
 
     def _ready(self) -> bool:
+        """Every node says the cluster is ok, and every replica has synced with its master (a
+        replica that never did is not promoted when its master fails)."""
         for server in self.servers:
             if server.process is None:
                 continue
             with server.client(socket_timeout=1) as client:
                 info = client.execute_command("CLUSTER", "INFO").decode()
+                replication = client.info("replication")
             if "cluster_state:ok" not in info:
+                return False
+            if replication["role"] == "slave" and replication["master_link_status"] != "up":
                 return False
         return len(self.masters()) == len(self.servers) // 2
 
@@ -218,10 +223,33 @@ class ClusterSet:
         port = next(n["port"] for n in nodes if n["master"] == master_id)
         return self.server(int(str(port)))
 
+    def node_id(self, server: RedisServer) -> str:
+        with server.client(socket_timeout=2) as client:
+            return str(client.execute_command("CLUSTER", "MYID").decode())
+
+    def migrate_slot(self, slot: int, target: RedisServer) -> None:
+        """Move one slot to ``target`` as ``redis-cli --cluster reshard`` does: IMPORTING on the
+        target, MIGRATING on the owner, MIGRATE its keys, then SETSLOT NODE on every master."""
+        source = self.owner_of_slot(slot)
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        with target.client(socket_timeout=5) as to, source.client(socket_timeout=5) as src:
+            to.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            to.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        for master in self.masters():
+            if master not in (source, target):
+                with master.client(socket_timeout=5) as other:
+                    other.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
     def owner_of(self, key: bytes) -> RedisServer:
         from redis.crc import key_slot
 
-        slot = key_slot(key)
+        return self.owner_of_slot(key_slot(key))
+
+    def owner_of_slot(self, slot: int) -> RedisServer:
         for server in self.masters():
             with server.client(socket_timeout=2) as client:
                 ranges = client.execute_command("CLUSTER", "SLOTS")

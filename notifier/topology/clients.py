@@ -3,16 +3,21 @@ reads, ``notifier listen``), for whichever topology ``redis.url`` names.
 
 One node: ``Redis.from_url``. Sentinel: a client from ``Sentinel(...).master_for(service)``,
 which asks the sentinels for the master at every new connection, so a connection made after a
-failover goes to the new master. Cluster: ``RedisCluster`` on the seed nodes. None of them
-retries on its own: the callers reconnect, and read the history again, themselves.
+failover goes to the new master. Cluster: ``RedisCluster`` on the seed nodes for the stream
+reads (it routes each key to its slot's master); a subscription is a plain connection to the
+master that owns the channel's slot (``owner_client``), SSUBSCRIBEd there, so that a slot that
+moves shows as a ``sunsubscribe`` the caller handles, not as a silent resubscription. None of
+them retries on its own: the callers reconnect, and read the history again, themselves.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import redis
 import redis.asyncio
+import redis.cluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
@@ -74,12 +79,8 @@ class _SyncSentinelManaged(redis.Redis):
             client.close()
 
 
-def async_client(cfg: RedisConfig, **pool: Any) -> AsyncClient:
-    """An asyncio client (it connects on first use) that never retries and never times out on
-    its own: every round trip is bounded by the caller's asyncio.timeout. ``pool``: extra
-    connection pool options (``max_connections``)."""
-    topology = parse(cfg.url)
-    common: dict[str, Any] = {
+def _async_common(cfg: RedisConfig) -> dict[str, Any]:
+    return {
         "socket_connect_timeout": cfg.connect_timeout,
         # No socket_timeout: with one, redis-py sends through asyncio.wait_for, which on Python
         # 3.11 can swallow a cancellation (CPython issue 86296) and leave a closed subscription
@@ -88,6 +89,14 @@ def async_client(cfg: RedisConfig, **pool: Any) -> AsyncClient:
         "retry": NO_RETRY,
         "protocol": 2,  # RESP2: no HELLO round trip; pub/sub messages are plain replies
     }
+
+
+def async_client(cfg: RedisConfig, **pool: Any) -> AsyncClient:
+    """An asyncio client (it connects on first use) that never retries and never times out on
+    its own: every round trip is bounded by the caller's asyncio.timeout. ``pool``: extra
+    connection pool options (``max_connections``)."""
+    topology = parse(cfg.url)
+    common = _async_common(cfg)
     if topology.kind == "sentinel":
         sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
             list(topology.hosts),
@@ -107,14 +116,48 @@ def async_client(cfg: RedisConfig, **pool: Any) -> AsyncClient:
     return redis.asyncio.Redis.from_url(cfg.url, **common, **pool)
 
 
-def sync_client(cfg: RedisConfig, **options: Any) -> redis.Redis:
-    """A blocking client for the command line, with the same topology rules."""
+async def owner_client(cfg: RedisConfig, cluster: redis.asyncio.RedisCluster, key: str) -> Any:
+    """A plain asyncio client for the cluster master that owns ``key``'s slot, as ``cluster``'s
+    slot map (loaded now if it is not yet) says."""
+    if not cluster.nodes_manager.slots_cache:
+        async with asyncio.timeout(2 * cfg.connect_timeout):
+            await cluster.initialize()
+    node = cluster.get_node_from_key(key)
+    if node is None:
+        raise redis.ConnectionError(f"no cluster node owns {key!r}'s slot")
+    url = parse(cfg.url).node_url(node.host, int(node.port))
+    return redis.asyncio.Redis.from_url(url, **_async_common(cfg))
+
+
+def sync_client(cfg: RedisConfig, key: str | None = None, **options: Any) -> redis.Redis:
+    """A blocking client for the command line, with the same topology rules. On a cluster it
+    is a client for the master that owns ``key``'s slot now (``key`` is required there)."""
     topology = parse(cfg.url)
     common: dict[str, Any] = {
         "socket_connect_timeout": cfg.connect_timeout,
         "retry": Retry(NoBackoff(), 0),
         **options,
     }
+    if topology.kind == "cluster":
+        if key is None:
+            raise ValueError("a cluster client is for one key's slot: name the key")
+        options = _node_options(topology)
+        options.pop("db")
+        seeds = [
+            redis.cluster.ClusterNode(host, port)  # type: ignore[no-untyped-call]
+            for host, port in topology.hosts
+        ]
+        cluster = redis.cluster.RedisCluster(
+            startup_nodes=seeds,
+            socket_connect_timeout=cfg.connect_timeout,
+            socket_timeout=cfg.connect_timeout,
+            **options,
+        )
+        try:
+            node = cluster.get_node_from_key(key)  # type: ignore[no-untyped-call]
+        finally:
+            cluster.close()
+        return redis.Redis.from_url(topology.node_url(node.host, int(node.port)), **common)
     if topology.kind == "sentinel":
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(topology.hosts),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -91,6 +92,7 @@ class ClusterRouter(Router):
                 commands += replicas.wait
             replies = await self.execute(link, commands, count + wait, len(events))
             if wait and not await self._confirmed(link, replicas, replies.pop()):
+                self._stale = True  # the node is no master now: the slot map says who is
                 return Attempt(retry=events)
         except LinkFailed as exc:
             await self._drop(node, str(exc))
@@ -111,9 +113,12 @@ class ClusterRouter(Router):
         return settled
 
     async def _confirmed(self, link: Link, replicas: Replicas, reply: object) -> bool:
-        """Whether a replica of this master has the batch (or it has none to give it to)."""
-        since = asyncio.get_running_loop().time()
+        """Whether a replica of this master has the batch (or it has none to give it to);
+        False when WAIT itself failed: the node was demoted, and the batch goes again."""
+        since = time.monotonic()
         while not acked(reply) and not replicas.behind(since):
+            if isinstance(reply, ReplyError):
+                return False
             replicas.recheck()
             if await replicas.missing(self.execute, link):
                 return True
@@ -133,11 +138,14 @@ class ClusterRouter(Router):
         return list(replies[2 * len(events) :]) if self.config.history.enabled else []
 
     def _redirected(self, events: Sequence[Event], replies: Sequence[object]) -> set[int]:
-        """The events one of whose commands was redirected (the slot is elsewhere, or moving)."""
+        """The events one of whose commands was redirected (the slot is elsewhere, or moving),
+        their task's EXPIRE included: the pack has one per task, in order of first appearance."""
+        tasks = list(dict.fromkeys(task_id for task_id, _ in events))
+        moved = {tasks[j] for j, r in enumerate(self._tail(events, replies)) if _redirect(r)}
         return {
             i
             for i, own in enumerate(self._per_event(events, replies))
-            if any(_redirect(r) for r in own)
+            if events[i][0] in moved or any(_redirect(r) for r in own)
         }
 
     async def probe(self) -> None:
@@ -214,6 +222,7 @@ class ClusterRouter(Router):
         masters = {n for n in self._owner if n is not None}
         if masters <= set(self._links):
             self.links.connected(masters=len(masters))
+        self._publish()
         return link
 
     async def _drop(self, node: Node, error: str) -> None:
@@ -221,6 +230,7 @@ class ClusterRouter(Router):
         await discard(link)
         self._stale = True
         self.links.lost(f"{node[0]}:{node[1]}: {error}", still_connected=bool(self._links))
+        self._publish()
 
     async def _forget_former_masters(self) -> None:
         """Close the connections of nodes that own no slot now (a replica promoted over them)."""

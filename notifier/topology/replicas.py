@@ -53,7 +53,9 @@ class Replicas:
             return self.degraded
         self._checked_at = now
         (role,) = await execute(link, command(b"ROLE"), 1, 0)
-        replicas = role[2] if isinstance(role, list) and len(role) > 2 else []
+        if not (isinstance(role, list) and len(role) > 2 and role[0] == b"master"):
+            return False  # a demoted master: WAIT fails there, and the router moves on
+        replicas = role[2]
         if replicas:
             if self.degraded:
                 self.log.info("notifier_replica_back", master=self.where, replicas=len(replicas))

@@ -16,6 +16,7 @@ good one into a ``Topology``.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
@@ -123,7 +124,11 @@ def parse(url: str) -> Topology:
     allowed = NODE_OPTIONS + (SENTINEL_OPTIONS if kind == "sentinel" else ())
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(f"does not take the option {unknown[0]!r} (options: {', '.join(allowed)})")
+        nearest = difflib.get_close_matches(unknown[0], allowed, n=1, cutoff=0.6)
+        hint = f"did you mean {nearest[0]}? " if nearest else ""
+        raise ValueError(
+            f"does not take the option {unknown[0]!r} ({hint}options: {', '.join(allowed)})"
+        )
     topology = Topology(
         kind=kind,
         url=url,
