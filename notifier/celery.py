@@ -10,9 +10,12 @@ What it does, per pool:
   its own notifications to reach Redis: one round trip while Redis is reachable, no wait at all
   while it is known to be unreachable, and at most TASK_END_FLUSH_TIMEOUT while an outage is
   still being detected (until the next publish or connect times out).
-- solo and threads: the worker process itself publishes; it drains in ``worker_shutdown``.
-- gevent and eventlet: refused at worker start. Their monkey-patched threads are greenlets on the
-  worker's hub, so the notifier's "own thread" would share the very loop it exists to stay off.
+- solo, threads and gevent: the worker process itself publishes; it drains in
+  ``worker_shutdown``. Under gevent the notifier thread is a real OS thread with its own loop,
+  never a greenlet on the worker's hub, and the task-end wait lets the other greenlets run
+  (``notifier/native.py``).
+- eventlet: refused at worker start, with a pointer to gevent: its green threads would put the
+  notifier on the worker's hub, the very loop it exists to stay off.
 
 With ``[health] enabled = true`` the worker's main process serves the health endpoint from
 ``worker_init``, before the pool forks: one endpoint for the whole worker. Prefork children
@@ -30,7 +33,7 @@ from notifier import default
 from notifier.config import NotifierConfig
 from notifier.lifecycle import ChannelKey, Lifecycle
 
-UNSUPPORTED_POOLS = ("gevent", "eventlet")
+UNSUPPORTED_POOLS = ("eventlet",)
 TASK_END_FLUSH_TIMEOUT = 0.2  # the most a task's end waits for a Redis believed reachable
 
 
@@ -78,9 +81,10 @@ class _Handlers:
         if pool in UNSUPPORTED_POOLS:
             # Signal.send() swallows Exceptions; SystemExit stops the worker with this message.
             raise SystemExit(
-                f"notifier: the {pool} pool is not supported: its monkey-patched threads are "
-                "greenlets, so the notifier thread would block the worker's hub. "
-                "Use the prefork, threads or solo pool."
+                f"notifier: the {pool} pool is not supported: its green threads would put the "
+                "notifier thread on the worker's hub. Use -P gevent for the same cooperative "
+                "model (supported: the notifier runs on a real thread there), or prefork, "
+                "threads or solo."
             )
         if self.config.health.enabled:
             from notifier import health  # prometheus_client is imported only where it is used

@@ -20,6 +20,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from notifier import native
+
 # Reasons for an event refused at the call site (the publish call returned False).
 QUEUE_FULL = "queue_full"
 CLOSED = "closed"
@@ -37,8 +39,9 @@ class Ledger:
     """Counters shared by callers and the notifier thread; every write happens under ``lock``."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = native.Lock()  # a real lock, also under gevent: the notifier thread takes it
         self._settled = threading.Condition(self.lock)
+        self._cooperative = native.gevent_patched()  # then flush() polls, letting greenlets run
         self._flush_waiters = 0
         self.accepted = 0
         self.published = 0
@@ -125,6 +128,10 @@ class Ledger:
 
     def wait_settled(self, timeout: float) -> bool:
         """Wait until every event accepted before the call is published or dropped."""
+        if self._cooperative:
+            with self.lock:
+                target = self.accepted
+            return native.wait_for(lambda: self._settled_up_to(target), max(0.0, timeout))
         deadline = time.monotonic() + max(0.0, timeout)
         with self.lock:
             target = self.accepted
@@ -138,6 +145,10 @@ class Ledger:
                 return True
             finally:
                 self._flush_waiters -= 1
+
+    def _settled_up_to(self, target: int) -> bool:
+        with self.lock:
+            return self.published + self.lost + self.coalesced >= target
 
     def snapshot(self, pending: int) -> dict[str, Any]:
         """The counters as a dict; call with ``lock`` held so that they agree with ``pending``."""

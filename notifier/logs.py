@@ -9,17 +9,23 @@ line would leave the child's copy of the lock held for good, and the child's fir
 own notifier's ``notifier_connected``, say) would hang. So every line the notifier writes is
 written under ``_writing``, and a fork waits for it, as the standard library's ``logging`` does
 with its own locks.
+
+Under gevent, a call made on the notifier's real thread is handed to the hub and written from a
+greenlet (``notifier/native.py``): the application's logging locks are greenlet locks there.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from typing import Any
 
 import structlog
 from structlog.typing import FilteringBoundLogger
+
+from notifier import native
 
 _writing = threading.RLock()  # re-entrant: a processor may itself log through the notifier
 
@@ -33,24 +39,32 @@ class Logger:
         self._logger = logger
 
     def debug(self, event: str, **kw: Any) -> None:
-        with _writing:
-            self._logger.debug(event, **kw)
+        self._log("debug", event, kw)
 
     def info(self, event: str, **kw: Any) -> None:
-        with _writing:
-            self._logger.info(event, **kw)
+        self._log("info", event, kw)
 
     def warning(self, event: str, **kw: Any) -> None:
-        with _writing:
-            self._logger.warning(event, **kw)
+        self._log("warning", event, kw)
 
     def error(self, event: str, **kw: Any) -> None:
-        with _writing:
-            self._logger.error(event, **kw)
+        self._log("error", event, kw)
 
     def exception(self, event: str, **kw: Any) -> None:
+        self._log("exception", event, kw)
+
+    def _log(self, method: str, event: str, kw: dict[str, Any]) -> None:
+        relay = native.hub_relay()
+        if relay is None:
+            self._write(method, event, kw)
+            return
+        if method == "exception":
+            kw.setdefault("exc_info", sys.exc_info())  # the greenlet that writes has none
+        relay.call(self._write, method, event, kw)
+
+    def _write(self, method: str, event: str, kw: dict[str, Any]) -> None:
         with _writing:
-            self._logger.exception(event, **kw)
+            getattr(self._logger, method)(event, **kw)
 
 
 def get_logger(level: str, **context: Any) -> Logger:

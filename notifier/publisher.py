@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import sys
 import threading
 import time
 import weakref
@@ -20,6 +19,7 @@ from typing import Any, Self
 
 import janus
 
+from notifier import native
 from notifier.batch import Item
 from notifier.coalesce import Coalescer
 from notifier.config import NotifierConfig, default_config
@@ -67,7 +67,7 @@ class Notifier:
         self._coalescer = Coalescer()
         self._handover = Handover(self.config, self._ledger, self._coalescer, self._log)
         self._sender: Sender | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: native.Thread | None = None
         self._queue: janus.SyncQueue[Item] | None = None
 
     # Lifecycle ------------------------------------------------------------------------------
@@ -80,11 +80,11 @@ class Notifier:
                 return
             if self._state == _CLOSED:
                 raise NotifierError("this notifier is closed; create a new one")
-            patched = _greenlet_threads()
-            if patched:
+            if native.eventlet_patched():
                 raise NotifierError(
-                    f"threading is monkey-patched by {patched}: its threads are greenlets, so "
-                    "the notifier thread would share the hub it exists to stay off"
+                    "threading is monkey-patched by eventlet: its threads are green, so the "
+                    "notifier thread would share the hub it exists to stay off. Use gevent "
+                    "(supported: the notifier runs on a real thread there) or an unpatched process"
                 )
             if self.config.health.enabled:
                 from notifier import health  # only processes that serve or report health need it
@@ -92,7 +92,7 @@ class Notifier:
                 health.attach(self)
             sender = Sender(self.config, self._ledger, self._coalescer, self._log)
             sender.tick_listeners = self._heartbeat_listeners
-            thread = threading.Thread(target=sender.run, name="notifier", daemon=True)
+            thread = native.Thread(target=sender.run, name="notifier")
             thread.start()
             if not sender.ready.wait(START_TIMEOUT) or sender.queue is None:
                 raise NotifierError(f"the notifier thread did not start within {START_TIMEOUT}s")
@@ -107,7 +107,7 @@ class Notifier:
             timeout = self.config.shutdown.drain_timeout
         self._finish_close(self._begin_close(), time.monotonic() + max(0.0, timeout))
 
-    def _begin_close(self) -> tuple[Sender, threading.Thread] | None:
+    def _begin_close(self) -> tuple[Sender, native.Thread] | None:
         """Refuse new events and tell the thread to drain; the running parts, if any."""
         with self._lifecycle:
             if self._pid != os.getpid():
@@ -119,9 +119,7 @@ class Notifier:
         sender.request_stop()
         return sender, thread
 
-    def _finish_close(
-        self, running: tuple[Sender, threading.Thread] | None, deadline: float
-    ) -> None:
+    def _finish_close(self, running: tuple[Sender, native.Thread] | None, deadline: float) -> None:
         """Wait for the drain until ``deadline``, then cut it short; tell the close listeners."""
         if running is not None:
             self._join(*running, deadline)
@@ -132,8 +130,8 @@ class Notifier:
             except Exception:  # one broken listener must not stop the others, nor the close
                 self._log.exception("notifier_close_listener_failed")
 
-    def _join(self, sender: Sender, thread: threading.Thread, deadline: float) -> None:
-        if thread is threading.current_thread():
+    def _join(self, sender: Sender, thread: native.Thread, deadline: float) -> None:
+        if thread.is_current():
             return  # called from a log processor on the notifier thread: it stops by itself
         thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
@@ -280,17 +278,6 @@ class Notifier:
         self._reset()
         if closed:
             self._state = _CLOSED
-
-
-def _greenlet_threads() -> str | None:
-    """The library that monkey-patched ``threading`` in this process, if any."""
-    gevent_monkey = sys.modules.get("gevent.monkey")
-    if gevent_monkey is not None and gevent_monkey.is_module_patched("threading"):
-        return "gevent"
-    eventlet_patcher = sys.modules.get("eventlet.patcher")
-    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("thread"):
-        return "eventlet"
-    return None
 
 
 def _after_fork_in_child() -> None:

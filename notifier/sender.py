@@ -1,7 +1,7 @@
 """The notifier thread: its own event loop, its own queue, its own Redis connections.
 
 Everything in this module runs on the notifier thread, except the three hand-over points the
-publisher uses from other threads: ``ready`` (a threading.Event), ``request_stop()`` and
+publisher uses from other threads: ``ready`` (a native.Event), ``request_stop()`` and
 ``force_stop()``. The loop, the janus queue's async side and the router (which owns the Redis
 connections: ``notifier/topology/``) are created here and never touched from anywhere else.
 """
@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import math
 import random
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import cast
 
 import janus
 
+from notifier import native
 from notifier.batch import Event, Item
 from notifier.coalesce import Coalescer, Gate, Slot
 from notifier.config import NotifierConfig
@@ -47,7 +47,7 @@ class Sender:
         interval = config.queue.progress_interval
         self._gate = Gate(interval) if interval > 0 else None
         self.log = log
-        self.ready = threading.Event()
+        self.ready = native.Event()
         # Called on the notifier thread with the loop's lag at every heartbeat (health snapshots).
         self.tick_listeners: list[Callable[[float], None]] = []
         self.queue: janus.Queue[Item] | None = None
@@ -58,8 +58,10 @@ class Sender:
     # Thread entry point and the hand-over points used from other threads ----------------------
 
     def run(self) -> None:
-        """The notifier thread's body."""
-        asyncio.run(self._run())
+        """The notifier thread's body: its own event loop (under gevent, one that never touches
+        gevent's patched selectors: ``notifier/native.py``)."""
+        with asyncio.Runner(loop_factory=native.loop_factory()) as runner:
+            runner.run(self._run())
 
     def request_stop(self) -> None:
         """Refuse new events, deliver what is queued, then end the thread. Any thread."""
@@ -80,6 +82,7 @@ class Sender:
         self._loop = asyncio.get_running_loop()
         self._main = asyncio.current_task()
         self.queue = janus.Queue(self.config.queue.maxsize)
+        native.adopt_queue_locks(self.queue)
         heartbeat = asyncio.create_task(self._heartbeat())
         self.ready.set()
         reason = SHUTDOWN

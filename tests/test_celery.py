@@ -242,20 +242,6 @@ def test_other_pools_deliver_and_drain(
     assert 1 == len(closed) and 0 == closed[0]["pending"]
 
 
-def test_gevent_pool_is_refused_with_a_clear_error(
-    redis_for_celery: RedisServer, tmp_path: Path
-) -> None:
-    """-P gevent stops the worker at start-up with a message that says why and what to use."""
-    h = Harness(redis_for_celery, f"sqlite:///{tmp_path / 'tasks.db'}", tmp_path, pool="gevent")
-    with pytest.raises(RuntimeError, match="did not become ready") as caught:
-        h.worker.start(timeout=30)
-    assert "the gevent pool is not supported" in str(caught.value)
-    assert "Use the prefork, threads or solo pool" in str(caught.value)
-    assert 0 != h.worker.process.returncode if h.worker.process else False
-    h.app.close()
-    h.store.close()
-
-
 def test_demo_runs_green_on_embedded_defaults() -> None:
     """`make demo`'s program, with no Redis or database configured, ends 'demo OK' with exit 0."""
     env = {
