@@ -8,12 +8,11 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import redis
 
-from notifier.testing import RedisServer, free_port, wait_until
+from notifier.testing import RedisServer, Service, free_port, wait_until
 
 SERVICE = "mymaster"
 
@@ -46,7 +45,7 @@ class SentinelServer(RedisServer):
         return self
 
 
-class SentinelSet:
+class SentinelSet(Service):
     """One master, one replica, three sentinels watching them as ``mymaster``."""
 
     def __init__(self, sentinels: int = 3) -> None:
@@ -111,14 +110,6 @@ class SentinelSet:
         for server in [*self.sentinels, self.replica, self.master]:
             server.stop()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
 
 def replica_port_of(master: RedisServer) -> int | None:
     with master.client(socket_timeout=1) as client:
@@ -143,7 +134,7 @@ def cluster_port() -> int:
         return port
 
 
-class ClusterSet:
+class ClusterSet(Service):
     """Six nodes, ``redis-server --cluster-enabled yes``, joined by ``redis-cli --cluster
     create ... --cluster-replicas 1``: three masters, each with a replica."""
 
@@ -261,14 +252,6 @@ class ClusterSet:
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def find_redis_cli() -> str:

@@ -45,15 +45,7 @@ def _sentinel_kwargs(topology: Topology, cfg: RedisConfig, retry: Any) -> dict[s
 
 
 def _node_options(topology: Topology) -> dict[str, Any]:
-    options: dict[str, Any] = {"db": topology.db}
-    if topology.username:
-        options["username"] = topology.username
-    if topology.password:
-        options["password"] = topology.password
-    if topology.tls:
-        options["ssl"] = True
-        options.update(topology.ssl)
-    return options
+    return dict(topology.node_kwargs())
 
 
 AsyncClient = redis.asyncio.Redis | redis.asyncio.RedisCluster

@@ -72,17 +72,29 @@ class Topology:
         query = f"?{urlencode(self.ssl)}" if tls and self.ssl else ""
         return f"{'rediss' if tls else 'redis'}://{userinfo}{shown}:{port}/{db}{query}"
 
+    def node_kwargs(self) -> dict[str, object]:
+        """Connection options for the Redis nodes (redis-py names)."""
+        return {"db": self.db, **_credentials(self.username, self.password, self.tls, self.ssl)}
+
     def sentinel_kwargs(self) -> dict[str, object]:
         """Connection options for the sentinels themselves (redis-py names)."""
-        kwargs: dict[str, object] = {}
-        if self.sentinel_username:
-            kwargs["username"] = self.sentinel_username
-        if self.sentinel_password:
-            kwargs["password"] = self.sentinel_password
-        if self.sentinel_tls:
-            kwargs["ssl"] = True
-            kwargs.update(self.ssl)
-        return kwargs
+        return _credentials(
+            self.sentinel_username, self.sentinel_password, self.sentinel_tls, self.ssl
+        )
+
+
+def _credentials(
+    username: str | None, password: str | None, tls: bool, ssl: dict[str, str]
+) -> dict[str, object]:
+    kwargs: dict[str, object] = {}
+    if username:
+        kwargs["username"] = username
+    if password:
+        kwargs["password"] = password
+    if tls:
+        kwargs["ssl"] = True
+        kwargs.update(ssl)
+    return kwargs
 
 
 def problem(url: str) -> str | None:
