@@ -174,46 +174,54 @@ def test_with_every_sentinel_down_events_wait_in_the_queue_then_arrive(
 ) -> None:
     """No sentinel answers and the master's connection is gone: the notifier cannot find a
     master, says so (not connected, the reason, health 503 "redis unreachable"), buffers, and
-    delivers all once they are back. With the sentinels up, health is 200 and names the master."""
+    delivers all once they are back, to the history and to a live subscriber. With the
+    sentinels up, health is 200 and names the master."""
     queue = {"maxsize": 1000, "progress_interval": 0.0}
     config = health_config(sentinels.url(), history=HISTORY, queue=queue)
     task_id = "sentinel-all-down"
-    with serving(config) as (n, server):
-        wait_until(lambda: health_report(server.url)[0] == 200, 10)
-        body = health_report(server.url)[1]["processes"][0]
-        assert f"127.0.0.1:{sentinels.master.port}" == body["redis"]["master"]
-        for sentinel in sentinels.sentinels:
-            sentinel.kill()
-        with sentinels.server(sentinels.master.port).client() as client:
-            client.client_kill_filter(_type="normal", skipme=True)  # the notifier must rediscover
-        for i in range(800):
-            assert n.publish(task_id, "tick", {"seq": i})
-        wait_until(lambda: not n.stats()["connected"], 10)
-        stats = n.stats()
-        assert "no sentinel named a master" in str(stats["last_error"])
-        assert stats["pending"] > 0
-        wait_until(lambda: health_report(server.url)[0] == 503, 10)
-        reasons = health_report(server.url)[1]["reasons"]
-        assert any("redis unreachable" in r and "no sentinel named" in r for r in reasons)
-        refused = [n.publish(task_id, "tick", {"seq": 800 + i}) for i in range(800)]
-        assert False in refused  # the queue holds maxsize (1,000), then refuses: bounded
-        for sentinel in sentinels.sentinels:
-            sentinel.start()
-        assert n.flush(60)
-        stats = n.stats()
-        assert_invariant(stats)
-        assert stats["published"] == stats["accepted"] and stats["connected"]
-        stored = history_ids(sentinels, task_id)
-        assert stats["accepted"] == len(set(stored))
-        wait_until(lambda: health_report(server.url)[0] == 200, 10)
+    live = LiveSubscriber(config, task_id)
+    try:
+        with serving(config) as (n, server):
+            wait_until(lambda: health_report(server.url)[0] == 200, 10)
+            body = health_report(server.url)[1]["processes"][0]
+            assert f"127.0.0.1:{sentinels.master.port}" == body["redis"]["master"]
+            for sentinel in sentinels.sentinels:
+                sentinel.kill()
+            with sentinels.server(sentinels.master.port).client() as client:
+                # Its connection gone, the notifier must rediscover the master, and cannot.
+                client.client_kill_filter(_type="normal", skipme=True)
+            for i in range(800):
+                assert n.publish(task_id, "tick", {"seq": i})
+            wait_until(lambda: not n.stats()["connected"], 10)
+            stats = n.stats()
+            assert "no sentinel named a master" in str(stats["last_error"])
+            assert stats["pending"] > 0
+            wait_until(lambda: health_report(server.url)[0] == 503, 10)
+            reasons = health_report(server.url)[1]["reasons"]
+            assert any("redis unreachable" in r and "no sentinel named" in r for r in reasons)
+            refused = [n.publish(task_id, "tick", {"seq": 800 + i}) for i in range(800)]
+            assert False in refused  # the queue holds maxsize (1,000), then refuses: bounded
+            for sentinel in sentinels.sentinels:
+                sentinel.start()
+            assert n.flush(60)
+            stats = n.stats()
+            assert_invariant(stats)
+            assert stats["published"] == stats["accepted"] and stats["connected"]
+            check_every_event_arrived(sentinels, n, task_id, live, stats["accepted"])
+            wait_until(lambda: health_report(server.url)[0] == 200, 10)
+    finally:
+        live.stop()
+    assert [] == live.errors
 
 
 def test_the_old_master_comes_back_as_a_replica(sentinels: SentinelSet) -> None:
     """After a kill and a failover, the old master restarts on its port: the sentinels make it
-    a replica of the new one, replication confirms batches again, and nothing is lost."""
+    a replica of the new one, replication confirms batches again, and nothing is lost: not in
+    the history, not at a live subscriber."""
     config = config_for(sentinels)
     n = Notifier(config)
     task_id = "sentinel-return"
+    live = LiveSubscriber(config, task_id)
     try:
         n.start()
         wait_until(lambda: n.stats()["connected"], 10)
@@ -238,11 +246,12 @@ def test_the_old_master_comes_back_as_a_replica(sentinels: SentinelSet) -> None:
             assert n.publish(task_id, "tick", {"seq": i})
         assert n.flush(30)
         confirmed_in = time.monotonic() - started
-        assert 400 == len(set(history_ids(sentinels, task_id)))
+        check_every_event_arrived(sentinels, n, task_id, live, 400)
         with returning.client() as client:  # the replica has them too
             wait_until(lambda: client.xlen(f"task-history:{task_id}") == 400, 30)
         report("sentinel_old_master_back", flush_with_replica_s=round(confirmed_in, 3))
     finally:
+        live.stop()
         n.close(timeout=5)
 
 
