@@ -4,16 +4,42 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import pytest
 import sqlalchemy as sa
 
 from notifier import NotifierConfig
 from notifier.config import QueueConfig, ReconnectConfig, RedisConfig
+
+# The environment for a `notifier` command: the test's own NOTIFIER_* settings left out, so that
+# the command reads only the config file it is given.
+CLEAN_ENV = {
+    k: v for k, v in os.environ.items() if k not in ("NOTIFIER_CONFIG", "NOTIFIER_REDIS_URL")
+}
+
+
+def listener(
+    config_file: Path | str,
+    *args: str,
+    cwd: Path | None = None,
+    stderr: IO[str] | int = subprocess.PIPE,
+) -> subprocess.Popen[str]:
+    """`notifier --config FILE listen ARGS...` as a process of its own; stdout piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "notifier.cli", "--config", str(config_file), "listen", *args],
+        cwd=cwd,
+        env=CLEAN_ENV,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
 
 
 def make_config(url: str, **tables: dict[str, Any]) -> NotifierConfig:

@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pytest
 from health_helpers import REDIS_BOUND, health_config, healthy, serving
+from helpers import CLEAN_ENV, listener
 
 from notifier.testing import RedisServer, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(90)
-CLEAN_ENV = {
-    k: v for k, v in os.environ.items() if k not in ("NOTIFIER_CONFIG", "NOTIFIER_REDIS_URL")
-}
 SCRIPT = Path(sys.executable).parent / "notifier"  # the console script pyproject declares
 
 
@@ -158,14 +156,8 @@ def test_listen_prints_events_published_by_another_process(
     config = str(write_config(tmp_path / "c.toml", redis_server.url))
     errors = tmp_path / "listen.err"
     with errors.open("w") as stderr:
-        listener = subprocess.Popen(
-            [sys.executable, "-m", "notifier.cli", "--config", config, "listen", "cli-1"]
-            + ["--count", "2", "--timeout", "30"],
-            cwd=tmp_path,
-            env=CLEAN_ENV,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
+        process = listener(
+            config, "cli-1", "--count", "2", "--timeout", "30", cwd=tmp_path, stderr=stderr
         )
         try:
             # Subscribed (and confirmed) before it says so: nothing published after is missed.
@@ -178,11 +170,11 @@ def test_listen_prints_events_published_by_another_process(
                     published.returncode,
                     published.stdout,
                 )
-            out, _ = listener.communicate(timeout=30)
+            out, _ = process.communicate(timeout=30)
         finally:
-            listener.kill()
-            listener.wait()
-    assert 0 == listener.returncode, errors.read_text()
+            process.kill()
+            process.wait()
+    assert 0 == process.returncode, errors.read_text()
     events = [json.loads(line) for line in out.splitlines()]
     assert [("step", "one", "héllo"), ("step", "two", "héllo")] == [
         (e["type"], e["data"]["name"], e["data"]["text"]) for e in events
@@ -204,14 +196,8 @@ def test_listen_reconnects_when_redis_goes_away_and_keeps_printing(
             client.publish("task:cli-2", json.dumps({"type": "step", "data": {"step": step}}))
 
     with errors.open("w") as stderr:
-        listener = subprocess.Popen(
-            [sys.executable, "-m", "notifier.cli", "--config", config, "listen", "cli-2"]
-            + ["--count", "2", "--timeout", "60"],
-            cwd=tmp_path,
-            env=CLEAN_ENV,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
+        process = listener(
+            config, "cli-2", "--count", "2", "--timeout", "60", cwd=tmp_path, stderr=stderr
         )
         try:
             wait_until(lambda: "listening on task:cli-2" in errors.read_text(), 20)
@@ -221,12 +207,12 @@ def test_listen_reconnects_when_redis_goes_away_and_keeps_printing(
             redis.start()
             wait_until(lambda: "reconnected after" in errors.read_text(), 20)
             send("after")
-            out, _ = listener.communicate(timeout=30)
+            out, _ = process.communicate(timeout=30)
         finally:
-            listener.kill()
-            listener.wait()
+            process.kill()
+            process.wait()
     said = errors.read_text()
-    assert 0 == listener.returncode, said
+    assert 0 == process.returncode, said
     assert ["before", "after"] == [json.loads(line)["data"]["step"] for line in out.splitlines()]
     assert "Traceback" not in said
     assert ["listening", "redis", "reconnected"] == [

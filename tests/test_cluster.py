@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 from fault_helpers import NEVER_WAITS, LiveSubscriber, PacedPublisher, report
 from gateway_helpers import GatewayProcess, decoded, sse_events
 from health_helpers import health_config, request, serving
-from helpers import assert_invariant, make_config
+from helpers import assert_invariant, listener, make_config
 from prometheus_client.parser import text_string_to_metric_families
 from redis.crc import key_slot
 from topologies import ClusterSet
@@ -174,18 +172,13 @@ def test_listen_follows_a_task_on_the_cluster_and_refuses_all(
     that a cluster has no pattern subscriptions."""
     config_file = tmp_path / "config.toml"
     config_file.write_text(f'[redis]\nurl = "{cluster.url()}"\n')
-    base = [sys.executable, "-m", "notifier.cli", "--config", str(config_file), "listen"]
-    refused = subprocess.run([*base, "--all"], capture_output=True, text=True, timeout=60)
+    refused = listener(config_file, "--all")
+    _, said = refused.communicate(timeout=60)
     assert 0 != refused.returncode
-    assert "sharded channels have no patterns" in refused.stderr
-    assert "Traceback" not in refused.stderr
+    assert "sharded channels have no patterns" in said
+    assert "Traceback" not in said
     task_id = "cluster-listen"
-    listener = subprocess.Popen(
-        [*base, task_id, "--count", "3", "--timeout", "60"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = listener(config_file, task_id, "--count", "3", "--timeout", "60")
     try:
         owner = cluster.owner_of(history_key(task_id).encode())
         channel = f"task:{{{task_id}}}"
@@ -200,12 +193,12 @@ def test_listen_follows_a_task_on_the_cluster_and_refuses_all(
             for i in range(3):
                 assert n.publish(task_id, "tick", {"seq": i})
             assert n.flush(30)
-        out, err = listener.communicate(timeout=60)
-        assert 0 == listener.returncode, err
+        out, err = process.communicate(timeout=60)
+        assert 0 == process.returncode, err
         assert [0, 1, 2] == [json.loads(line)["data"]["seq"] for line in out.splitlines()]
     finally:
-        listener.kill()
-        listener.wait()
+        process.kill()
+        process.wait()
 
 
 def test_a_slot_moved_in_mid_stream_loses_nothing_and_subscribers_see_no_gap(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +15,7 @@ import pytest
 from fault_helpers import NEVER_WAITS, LiveSubscriber, PacedPublisher, report
 from gateway_helpers import GatewayProcess, sse_events
 from health_helpers import health_config, health_report, serving
-from helpers import assert_invariant, make_config
+from helpers import assert_invariant, listener, make_config
 from topologies import SentinelSet
 
 from notifier import Notifier, NotifierConfig
@@ -264,13 +262,7 @@ def test_last_event_listen_and_the_gateway_follow_a_failover(
     task_id = "sentinel-consumers"
     url_file = tmp_path / "config.toml"
     url_file.write_text(f'[redis]\nurl = "{sentinels.url()}"\nconnect_timeout = 1.0\n')
-    listener = subprocess.Popen(
-        [sys.executable, "-m", "notifier.cli", "--config", str(url_file), "listen", task_id]
-        + ["--count", "2", "--timeout", "90"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = listener(url_file, task_id, "--count", "2", "--timeout", "90")
     gateway = GatewayProcess(sentinels.url(), tmp_path).start()
     received: list[Any] = []
     try:
@@ -295,13 +287,13 @@ def test_last_event_listen_and_the_gateway_follow_a_failover(
         assert n.flush(30)
         latest = asyncio.run(last_event(task_id, config=config))
         assert latest is not None and "completed" == latest["type"]
-        out, err = listener.communicate(timeout=90)
-        assert 0 == listener.returncode, err
+        out, err = process.communicate(timeout=90)
+        assert 0 == process.returncode, err
         assert [1, 2] == [json.loads(line)["data"]["seq"] for line in out.splitlines()]
         reader.join(90)
         seqs = [json.loads(e.data)["data"].get("seq") for e in received if e.data]
         assert [1, 2, None] == seqs
     finally:
-        listener.kill()
+        process.kill()
         gateway.stop()
         n.close(timeout=5)
