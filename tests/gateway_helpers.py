@@ -8,6 +8,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +105,13 @@ class GatewayProcess:
 
 
 def sse_events(
-    url: str, headers: dict[str, str] | None = None, timeout: float = 30
+    url: str,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+    on_event: Callable[[ServerSentEvent], None] | None = None,
 ) -> tuple[int, list[ServerSentEvent]]:
-    """The response status and every event of an SSE stream, until the server ends it."""
+    """The response status and every event of an SSE stream, until the server ends it;
+    ``on_event`` is called with each as it arrives (for a test to act at that point)."""
     with (
         httpx.Client(timeout=timeout) as client,
         connect_sse(client, "GET", url, headers=headers or {}) as source,
@@ -115,7 +120,12 @@ def sse_events(
         if status != 200:
             source.response.read()
             return status, []
-        return status, list(source.iter_sse())
+        events = []
+        for event in source.iter_sse():
+            events.append(event)
+            if on_event is not None:
+                on_event(event)
+        return status, events
 
 
 def get_json(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:

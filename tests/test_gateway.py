@@ -148,6 +148,25 @@ def test_a_reconnect_after_the_end_gets_204_which_stops_an_eventsource(
     assert (204, []) == (status, events)
 
 
+def read_in_thread(url: str, last_id: str) -> tuple[threading.Thread, list[Any], threading.Event]:
+    """Resume an SSE stream from ``last_id`` on a thread of its own, until the server ends it:
+    the thread, the events (complete once it is joined), and a flag set when a reset came."""
+    received: list[Any] = []
+    reset_sent = threading.Event()
+
+    def on_event(event: Any) -> None:
+        if event.event == "reset":
+            reset_sent.set()
+
+    reader = threading.Thread(
+        target=lambda: received.extend(
+            sse_events(url, {"Last-Event-ID": last_id}, on_event=on_event)[1]
+        )
+    )
+    reader.start()
+    return reader, received, reset_sent
+
+
 def test_an_id_the_history_no_longer_holds_gets_a_reset_with_the_latest_event(
     gateway: GatewayProcess,
     redis_server: RedisServer,
@@ -164,14 +183,9 @@ def test_an_id_the_history_no_longer_holds_gets_a_reset_with_the_latest_event(
         assert n.publish(task, "tick", {"seq": i})
     assert n.flush(10)
     latest = stream_ids(redis_server, f"task-history:{task}")[-1]
-    received: list[Any] = []
-    reader = threading.Thread(
-        target=lambda: received.extend(
-            sse_events(events_url(gateway, task), {"Last-Event-ID": first})[1]
-        )
-    )
-    reader.start()
-    wait_subscribed(redis_server, f"task:{task}")
+    reader, received, reset_sent = read_in_thread(events_url(gateway, task), first)
+    # The terminal event only once the reset is out: published earlier, it would be the latest.
+    assert reset_sent.wait(30)
     assert n.publish_completed(task)
     assert n.flush(10)
     reader.join(60)
@@ -186,14 +200,8 @@ def test_an_expired_history_resets_to_nothing(
     """Nothing is left of the task (expired, or never there): the reset carries null, and live
     events follow it."""
     task = new_task("expired")
-    received: list[Any] = []
-    reader = threading.Thread(
-        target=lambda: received.extend(
-            sse_events(events_url(gateway, task), {"Last-Event-ID": "1-0"})[1]
-        )
-    )
-    reader.start()
-    wait_subscribed(redis_server, f"task:{task}")
+    reader, received, reset_sent = read_in_thread(events_url(gateway, task), "1-0")
+    assert reset_sent.wait(30)  # published earlier, the terminal event would be the reset's
     assert publisher.publish_completed(task)
     assert publisher.flush(10)
     reader.join(60)
@@ -361,14 +369,19 @@ def test_the_gateway_follows_its_redis_connection_being_reset_without_a_gap(
     with GatewayProcess(proxy.url, tmp_path) as gateway:
         task = new_task("reset")
         received: list[Any] = []
+        arrived: list[Any] = []
         reader = threading.Thread(
-            target=lambda: received.extend(sse_events(events_url(gateway, task))[1])
+            target=lambda: received.extend(
+                sse_events(events_url(gateway, task), on_event=arrived.append)[1]
+            )
         )
         reader.start()
         wait_subscribed(redis_server, f"task:{task}")
         for i in range(50):
             assert publisher.publish(task, "tick", {"seq": i})
         assert publisher.flush(10)
+        # In mid-task: the stream is open and live (its first 50 events arrived).
+        wait_until(lambda: len(decoded(list(arrived))) >= 50, 30)
         assert proxy.reset_all() >= 1
         for i in range(50, 100):  # while the gateway reconnects
             assert publisher.publish(task, "tick", {"seq": i})
@@ -376,6 +389,40 @@ def test_the_gateway_follows_its_redis_connection_being_reset_without_a_gap(
         assert publisher.publish_completed(task)
         reader.join(60)
     assert list(range(100)) == [e["data"]["seq"] for e in decoded(received)[:-1]]
+    assert "Traceback" not in gateway.output(), gateway.output()
+
+
+def test_a_client_that_connects_while_redis_is_unavailable_waits_for_it(
+    redis_server: RedisServer,
+    tmp_path: Path,
+    publisher: Notifier,
+    proxy_factory: Callable[[RedisServer], FaultProxy],
+) -> None:
+    """A stream opened while Redis does not answer is not refused at once (an EventSource
+    answered 503 gives up for good): the gateway tries again, and the client gets its history
+    once Redis is back. Only a Redis gone for longer than OPEN_PATIENCE gets 503."""
+    proxy = proxy_factory(redis_server)
+    task = new_task("unavailable")
+    for i in range(3):
+        assert publisher.publish(task, "tick", {"seq": i})
+    assert publisher.flush(10)
+    with GatewayProcess(proxy.url, tmp_path) as gateway:
+        proxy.blackhole()
+        got: list[Any] = []
+        reader = threading.Thread(target=lambda: got.extend(sse_events(events_url(gateway, task))))
+        reader.start()
+        wait_until(lambda: "gateway_open_retrying" in gateway.output(), 30)
+        proxy.forward()
+        wait_subscribed(redis_server, f"task:{task}")
+        assert publisher.publish_completed(task)
+        reader.join(60)
+        status, events = got
+        assert 200 == status
+        assert [0, 1, 2, None] == [e["data"].get("seq") for e in decoded(events)]
+
+        proxy.refuse()
+        assert 503 == sse_events(events_url(gateway, new_task("refused")))[0]
+    assert "Traceback" not in gateway.output(), gateway.output()
 
 
 def test_a_slow_client_is_cut_off_with_a_reason_and_resumes_without_a_gap(

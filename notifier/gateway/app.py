@@ -32,13 +32,10 @@ from notifier.config import NotifierConfig
 from notifier.events import check_task_id
 from notifier.exceptions import InvalidEvent
 from notifier.gateway.hub import Hub
-from notifier.gateway.subscription import Subscription
+from notifier.gateway.subscription import UNAVAILABLE, Subscription
 from notifier.gateway.tokens import Access, check_token
 from notifier.gateway.transports import Receive, Scope, Send, serve_sse, serve_websocket
 from notifier.logs import Logger, get_logger
-from notifier.sender import TRANSPORT_ERRORS
-
-UNAVAILABLE = (*TRANSPORT_ERRORS, TimeoutError)
 
 
 class Gateway:

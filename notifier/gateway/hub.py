@@ -322,6 +322,16 @@ class Hub:
             node=None if shard.node is None else f"{shard.node[0]}:{shard.node[1]}",
         )
 
+    def open_failed(self, task_id: str, exc: BaseException, attempt: int) -> None:
+        """A client's subscription could not be opened yet; it is tried again."""
+        emit = self.log.warning if attempt == 0 else self.log.debug
+        emit(
+            "gateway_open_retrying",
+            task_id=task_id,
+            error=self._describe(exc),
+            attempts=attempt + 1,
+        )
+
     # History reads ---------------------------------------------------------------------------
 
     async def entries(

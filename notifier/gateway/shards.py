@@ -68,7 +68,7 @@ class Shard:
             return  # not connected: _connect subscribes every feed when it connects
         try:
             await link.send(commands)
-        except TRANSPORT_ERRORS:
+        except (*TRANSPORT_ERRORS, RuntimeError):  # uvloop: RuntimeError on a closed transport
             await link.close()  # _run notices and connects again
 
     async def _run(self) -> None:

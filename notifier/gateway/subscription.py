@@ -9,11 +9,22 @@ Shared by the gateway's transports (SSE and WebSocket). Resuming is by stream en
 
 A subscription whose client already has the task's terminal event ``ended_before``: there is
 nothing more to send (an SSE client is told so with 204, which stops its reconnecting).
+
+Opening waits out a Redis that is briefly unavailable (a connection reset, a failover): it tries
+again, with the reconnect backoff, for up to OPEN_PATIENCE seconds. Only then does the client get
+an error, because an ``EventSource`` that is answered 503 gives up for good.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
+
 from notifier.gateway.hub import Entry, Feed, Hub, Subscriber, make_entry, parse_stream_id
+from notifier.topology.base import TRANSPORT_ERRORS
+
+UNAVAILABLE = (*TRANSPORT_ERRORS, TimeoutError)  # Redis could not answer: worth another try
+OPEN_PATIENCE = 5.0  # seconds a client's request waits for Redis before it is refused
 
 
 class Subscription:
@@ -25,7 +36,24 @@ class Subscription:
         self.ended_before = False
 
     async def open(self, last_event_id: str | None) -> list[Entry]:
-        """Join the task's feed, then read the backlog; the first entries to send."""
+        """Join the task's feed, then read the backlog; the first entries to send. Raises one
+        of UNAVAILABLE when Redis has not answered for OPEN_PATIENCE seconds."""
+        loop = asyncio.get_running_loop()
+        deadline, attempt = loop.time() + OPEN_PATIENCE, 0
+        while True:
+            try:
+                return await self._open(last_event_id)
+            except UNAVAILABLE as exc:
+                rc = self.hub.config.reconnect
+                delay = min(rc.max_backoff, rc.initial_backoff * 2 ** min(attempt, 32))
+                delay *= random.uniform(0.5, 1.0)
+                if loop.time() + delay >= deadline:
+                    raise
+                self.hub.open_failed(self.task_id, exc, attempt)
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    async def _open(self, last_event_id: str | None) -> list[Entry]:
         self.feed = await self.hub.join(self.task_id, self.subscriber)
         key, first = self.feed.key, []
         after: bytes | None = None
