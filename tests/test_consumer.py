@@ -423,8 +423,8 @@ def test_closing_or_cancelling_a_subscription_closes_its_connections(
         await wait_for(lambda: baseline == clients())
 
         waiting = asyncio.create_task(next_event(subscribe(task, config=config, replay=False)))
-        await wait_for(lambda: 1 == subscribers(server, task))
-        assert baseline + 2 == clients()
+        # Subscribed first; the second connection opens for the stream read that follows.
+        await wait_for(lambda: 1 == subscribers(server, task) and baseline + 2 == clients())
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
