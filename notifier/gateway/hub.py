@@ -4,8 +4,11 @@ The hub SUBSCRIBEs to a task's channel when its first subscriber arrives and UNS
 its last one leaves. A task's *feed* turns the channel's messages into entries of the task's
 history stream, which carry the stream ids that browsers resume from: a message wakes the feed,
 the feed reads the stream after the last entry it read (one XRANGE per wake-up and task, never
-per subscriber), and hands each entry to every subscriber's bounded buffer. A message the stream
-does not hold (a publisher without ``[history]``) is handed on as it came, without an id.
+per subscriber), and hands each entry to every subscriber's bounded buffer. For a task whose
+stream holds nothing (publishers without ``[history]``) a message is handed on as it came,
+without an id. Once a task's events are in its stream, a message that the read after the last
+entry does not return is one at or before that entry: it was handed on already, or it is in a
+new subscriber's backlog, and is not handed on again.
 
 A subscriber joins a feed first and reads its backlog second: what the feed hands it meanwhile
 waits in its buffer, and anything it already has is skipped by stream id, so the switch from
@@ -151,6 +154,9 @@ class Feed:
         self.shard: Shard | None = None  # the pub/sub connection it is subscribed on
         self.last_id: bytes | None = None
         self.started = False  # last_id was set: reads go after it
+        # The task's events are in its stream (its publishers keep history): then a message the
+        # read after last_id did not return is at or before last_id, covered already.
+        self.in_stream = False
         self._live: list[bytes] = []
         self._reading: asyncio.Task[None] | None = None
         self._again = False
@@ -181,9 +187,11 @@ class Feed:
                     return
                 for raw_id, payload in entries:
                     self.last_id = raw_id
+                    self.in_stream = True
                     self._hand_on(make_entry(raw_id, payload), payload)
-                for payload in live:
-                    self._hand_on(None, payload)
+                if not self.in_stream:  # no history: messages are all there is
+                    for payload in live:
+                        self._hand_on(None, payload)
                 if not self._again:
                     return
         finally:
@@ -246,6 +254,7 @@ class Hub:
                 await feed.confirmed.wait()
                 if not feed.started:
                     feed.last_id = await self.latest_id(feed.key)
+                    feed.in_stream = feed.in_stream or feed.last_id is not None
                     feed.started = True
         except BaseException:
             self.leave(feed, subscriber)
