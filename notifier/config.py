@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import random
 import tomllib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -103,6 +104,13 @@ class ReconnectConfig(Table):
 
     def check_table(self) -> None:
         self.at_least("max_backoff", "initial_backoff")
+
+    def delay(self, attempt: int) -> float:
+        """The wait before retry number ``attempt`` (0 for the first): doubling from
+        ``initial_backoff`` up to ``max_backoff``, then jittered down to between half and all of
+        it, so that many clients that lost one server do not come back in step."""
+        base = min(self.max_backoff, self.initial_backoff * 2.0 ** min(attempt, 32))
+        return base * random.uniform(0.5, 1.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,6 @@ yielded.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from dataclasses import replace
@@ -185,9 +184,7 @@ class _Reader:
         emit("consumer_disconnected", error=describe(exc, self._secrets), attempts=attempt + 1)
         self._dropped = True
         await self.disconnect()
-        rc = self.config.reconnect
-        delay = min(rc.max_backoff, rc.initial_backoff * 2 ** min(attempt, 32))
-        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+        await asyncio.sleep(self.config.reconnect.delay(attempt))
 
     async def disconnect(self) -> None:
         feed, self._feed = self._feed, None

@@ -13,7 +13,6 @@ slot lives now. Shard channels have no patterns, so ``--all`` is refused there.
 from __future__ import annotations
 
 import contextlib
-import random
 import sys
 import time
 from typing import Any
@@ -150,9 +149,7 @@ class _Subscription:
 
 def _backoff(config: NotifierConfig, attempt: int, deadline: float | None) -> None:
     """Wait before the next attempt: [reconnect] backoff with jitter, never past ``deadline``."""
-    rc = config.reconnect
-    delay = min(rc.max_backoff, rc.initial_backoff * 2 ** min(attempt, 32))
-    delay *= random.uniform(0.5, 1.0)
+    delay = config.reconnect.delay(attempt)
     if deadline is not None:
         delay = min(delay, max(0.0, deadline - time.monotonic()))
     time.sleep(delay)  # the backoff itself: nothing to wait for but time

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import cast
@@ -19,6 +18,7 @@ from typing import cast
 import janus
 
 from notifier import native
+from notifier.aio import cancel_and_wait
 from notifier.batch import Event, Item
 from notifier.coalesce import Coalescer, Gate, Slot
 from notifier.config import NotifierConfig
@@ -94,12 +94,10 @@ class Sender:
             reason = CRASHED
             self.log.exception("notifier_thread_crashed")
         finally:
-            heartbeat.cancel()
-            self._drop_remaining(self.queue, reason)
+            self._drop_remaining(self.queue, reason)  # first: no await may come before the count
+            await cancel_and_wait(heartbeat)
             await self.router.close()
             await self.queue.wait_closed()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
 
     async def _heartbeat(self) -> None:
         """Prove, every heartbeat_interval, that this loop still runs, and measure how late it
@@ -235,13 +233,8 @@ class Sender:
             with self.ledger.lock:
                 self.ledger.resent += len(result.retry)
             pending = result.retry
-            await self._backoff(attempt)
+            await asyncio.sleep(self.config.reconnect.delay(attempt))
             attempt += 1
-
-    async def _backoff(self, attempt: int) -> None:
-        cfg = self.config.reconnect
-        delay = min(cfg.max_backoff, cfg.initial_backoff * 2 ** min(attempt, 32))
-        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
     def _drop_remaining(self, queue: janus.Queue[Item], reason: str) -> None:
         """Count what was never delivered, then close the queue. Runs once, at the end."""

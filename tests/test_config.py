@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from notifier import ConfigError, Notifier, NotifierConfig, load_config
-from notifier.config import TABLES, QueueConfig, RedisConfig
+from notifier.config import TABLES, QueueConfig, ReconnectConfig, RedisConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -219,3 +219,12 @@ def test_shipped_config_documents_every_key_with_its_default() -> None:
     assert NotifierConfig(path=os.path.join(ROOT, "config.toml")) == load_config(
         ROOT / "config.toml"
     )
+
+
+def test_reconnect_delay_doubles_to_the_cap_with_jitter_down_to_half() -> None:
+    """ReconnectConfig.delay: initial * 2**attempt, capped at max_backoff, times [0.5, 1.0]."""
+    rc = ReconnectConfig(initial_backoff=0.1, max_backoff=1.0)
+    for attempt, full in [(0, 0.1), (1, 0.2), (2, 0.4), (3, 0.8), (4, 1.0), (10_000, 1.0)]:
+        delays = [rc.delay(attempt) for _ in range(200)]
+        assert all(full / 2 <= d <= full for d in delays), (attempt, min(delays), max(delays))
+        assert max(delays) - min(delays) > full / 10  # jittered, not one fixed value

@@ -31,6 +31,7 @@ import orjson
 from redis.asyncio import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from notifier.aio import cancel_and_wait
 from notifier.config import NotifierConfig
 from notifier.events import TERMINAL_TYPES
 from notifier.feed import PAGE, entries_of
@@ -413,10 +414,7 @@ class Hub:
 
     async def close(self) -> None:
         for task in (self._ticker, self._heartbeats, *self._moves):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
         self._ticker = self._heartbeats = None
         for shard in self._shards.values():
             await shard.close()

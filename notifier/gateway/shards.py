@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from typing import TYPE_CHECKING
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from notifier.aio import cancel_and_wait
 from notifier.link import Link, command
 from notifier.topology.base import TRANSPORT_ERRORS
 from notifier.topology.sentinel import discover_master
@@ -84,9 +84,7 @@ class Shard:
                 # RuntimeError on a closed transport: the connection must come back.
                 self.hub.lost(self, exc, attempt)
             await self._disconnect()
-            rc = self.hub.config.reconnect
-            delay = min(rc.max_backoff, rc.initial_backoff * 2 ** min(attempt, 32))
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            await asyncio.sleep(self.hub.config.reconnect.delay(attempt))
             attempt += 1
             if self.node is not None:
                 await self.hub.relocate_all(self)  # the slots may have a new owner by now
@@ -140,8 +138,5 @@ class Shard:
 
     async def close(self) -> None:
         runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+        await cancel_and_wait(runner)
         await self._disconnect()

@@ -18,7 +18,6 @@ an error, because an ``EventSource`` that is answered 503 gives up for good.
 from __future__ import annotations
 
 import asyncio
-import random
 
 from notifier.gateway.hub import Entry, Feed, Hub, Subscriber, make_entry, parse_stream_id
 from notifier.topology.base import TRANSPORT_ERRORS
@@ -44,9 +43,7 @@ class Subscription:
             try:
                 return await self._open(last_event_id)
             except UNAVAILABLE as exc:
-                rc = self.hub.config.reconnect
-                delay = min(rc.max_backoff, rc.initial_backoff * 2 ** min(attempt, 32))
-                delay *= random.uniform(0.5, 1.0)
+                delay = self.hub.config.reconnect.delay(attempt)
                 if loop.time() + delay >= deadline:
                     raise
                 self.hub.open_failed(self.task_id, exc, attempt)

@@ -15,12 +15,12 @@ then reconnects by itself and resumes from its last event id, so even that loses
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from notifier.aio import cancel_and_wait
 from notifier.gateway.hub import Entry
 from notifier.gateway.subscription import Subscription
 
@@ -80,9 +80,7 @@ async def serve_sse(
                 return
             body, entries = (HEARTBEAT_FRAME, []) if next_entries is None else (b"", next_entries)
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        await cancel_and_wait(watcher)
 
 
 async def _until_disconnect(receive: Receive, subscription: Subscription) -> None:
@@ -115,9 +113,7 @@ async def serve_websocket(
     except WebSocketDisconnect:
         return  # it left while we sent
     finally:
-        leave.cancel()
-        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
-            await leave
+        await cancel_and_wait(leave, WebSocketDisconnect)
 
 
 async def _until_ws_disconnect(websocket: WebSocket, subscription: Subscription) -> None:

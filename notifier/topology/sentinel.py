@@ -15,11 +15,11 @@ demoted), a WAIT of 0 with another master named, a broken connection, or Sentine
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from notifier.aio import cancel_and_wait
 from notifier.batch import Event, Packer
 from notifier.config import NotifierConfig
 from notifier.link import Link, ReplyError, command
@@ -101,10 +101,7 @@ class SentinelRouter(Router):
 
     async def close(self) -> None:
         watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        await cancel_and_wait(watcher)
         link, self._link = self._link, None
         self.links.ledger.connected = False
         await discard(link)
