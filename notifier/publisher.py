@@ -19,7 +19,7 @@ from typing import Any, Self
 
 import janus
 
-from notifier import native
+from notifier import native, seams
 from notifier.batch import Item
 from notifier.coalesce import Coalescer
 from notifier.config import NotifierConfig, default_config
@@ -86,10 +86,7 @@ class Notifier:
                     "notifier thread would share the hub it exists to stay off. Use gevent "
                     "(supported: the notifier runs on a real thread there) or an unpatched process"
                 )
-            if self.config.health.enabled:
-                from notifier import health  # only processes that serve or report health need it
-
-                health.attach(self)
+            seams.starting(self)  # optional parts attach here (health: notifier/health.py)
             sender = Sender(self.config, self._ledger, self._coalescer, self._log)
             sender.tick_listeners = self._heartbeat_listeners
             thread = native.Thread(target=sender.run, name="notifier")
