@@ -7,8 +7,9 @@ dotted key. A field marked secret is never echoed in an error: its length is sho
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -113,3 +114,12 @@ class Table:
 
     def fail(self, key: str, message: str) -> None:
         raise ConfigError(f"{self.TABLE}.{key} {message}", key=f"{self.TABLE}.{key}")
+
+
+def did_you_mean(name: str, choices: Collection[str], shown: str = "{}") -> str:
+    """``"; did you mean <nearest>?"`` when one of ``choices`` is close to ``name``, else ``""``.
+
+    ``shown`` formats the suggestion, e.g. ``"[{}]"`` for a table or ``"queue.{}"`` for a key.
+    """
+    nearest = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {shown.format(nearest[0])}?" if nearest else ""

@@ -1,5 +1,6 @@
 """The ``notifier`` command line: check a configuration, query the health endpoint, listen to
-events, publish one.
+events, publish one, serve the gateway. Reading the health endpoint's answer is
+``notifier/health_check.py``'s.
 
 Errors are one line on stderr with exit status 1, never a traceback; usage errors exit with 2,
 as argparse does. The library's own log events stay quiet unless ``--verbose``.
@@ -8,24 +9,20 @@ as argparse does. The library's own log events stay quiet unless ``--verbose``.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import logging
 import os
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 
-from notifier.config import NotifierConfig, load_config
 from notifier.exceptions import NotifierError
+from notifier.health_check import default_health_url, fetch_report, health_url, summary
 from notifier.listener import Listener
+from notifier.loader import load_config
 from notifier.publisher import Notifier
 
 HTTP_TIMEOUT = 5.0
@@ -60,14 +57,8 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def health(args: argparse.Namespace) -> int:
-    url = _health_url(args.url) if args.url else _default_health_url(load_config(args.config))
-    status, body = _fetch(url, args.timeout)
-    try:
-        report = json.loads(body)
-    except ValueError:
-        report = None
-    if not isinstance(report, dict) or "status" not in report:
-        raise NotifierError(f"{url} answered HTTP {status} without a health report")
+    url = health_url(args.url) if args.url else default_health_url(load_config(args.config))
+    status, report = fetch_report(url, args.timeout)
     print(summary(url, status, report))
     return 0 if status == 200 and report["status"] == "ok" else 1
 
@@ -123,77 +114,6 @@ def publish(args: argparse.Namespace) -> int:
 
 
 # Helpers ----------------------------------------------------------------------------------
-
-
-def summary(url: str, status: int, report: dict[str, Any], now: float | None = None) -> str:
-    """The health report as a few readable lines: the verdict, then one line per process.
-    ``now``: the wall time to give errors their age by (default: the clock)."""
-    now = time.time() if now is None else now
-    lines = [f"{report.get('status')} (HTTP {status} from {url})"]
-    processes = report.get("processes") or []
-    if not processes:
-        lines += [f"  {reason}" for reason in report.get("reasons") or []]
-    for p in processes:
-        verdict = "healthy" if p.get("healthy") else "UNHEALTHY: " + "; ".join(p.get("reasons", []))
-        by_reason = p.get("dropped_by_reason") or {}
-        dropped = str(p.get("dropped"))
-        if by_reason:
-            dropped += " (" + ", ".join(f"{k} {v}" for k, v in sorted(by_reason.items())) + ")"
-        lag = p.get("loop_lag")
-        fields = [
-            f"pid {p.get('pid')}",
-            verdict,
-            "connected" if p.get("connected") else "not connected",
-            f"queue {p.get('queue_size')}/{p.get('queue_capacity')}",
-            f"published {p.get('published')}",
-            f"dropped {dropped}",
-            f"lag {lag:.3f}s" if isinstance(lag, int | float) else f"lag {lag}",
-        ]
-        if p.get("last_error"):
-            fields.append(_last_error(p, now))
-        lines.append("  " + ", ".join(fields))
-    return "\n".join(lines)
-
-
-def _last_error(process: dict[str, Any], now: float) -> str:
-    """The last error, marked resolved (with its age) when the notifier is connected again: an
-    old error beside a healthy line would read as a current one."""
-    at = process.get("last_error_at")
-    age = f" {max(0.0, now - at):.0f}s ago" if isinstance(at, int | float) else ""
-    if process.get("connected"):
-        return f"resolved error{age}: {process['last_error']}"
-    return f"last error{age}: {process['last_error']}"
-
-
-def _default_health_url(config: NotifierConfig) -> str:
-    health = config.health
-    if health.port == 0:
-        raise NotifierError(
-            "health.port is 0 (any free port): pass the endpoint's address with --url"
-        )
-    # A server bound to every address answers on loopback too.
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(health.host, health.host)
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{health.port}/health"
-
-
-def _health_url(url: str) -> str:
-    """``--url`` as given, with /health added when it names only the server."""
-    return url.rstrip("/") + "/health" if urlsplit(url).path in ("", "/") else url
-
-
-def _fetch(url: str, timeout: float) -> tuple[int, bytes]:
-    """Status and body; a 503 carries its report too. NotifierError when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
-    except urllib.error.URLError as exc:
-        raise NotifierError(f"cannot reach the health endpoint at {url}: {exc.reason}") from None
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise NotifierError(f"cannot reach the health endpoint at {url}: {exc}") from None
 
 
 def _json_object(text: str | None) -> dict[str, Any] | None:

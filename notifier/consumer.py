@@ -31,9 +31,10 @@ import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from notifier.config import NotifierConfig, default_config
+from notifier.config import NotifierConfig
 from notifier.events import TERMINAL_TYPES, check_task_id
 from notifier.feed import MESSAGES, TRANSPORT_ERRORS, Feed, entries_of
+from notifier.loader import default_config
 from notifier.logs import Logger, get_logger
 from notifier.redaction import describe, url_secrets
 from notifier.topology.clients import async_client

@@ -11,8 +11,9 @@ import os
 import threading
 from typing import Any
 
-from notifier.config import NotifierConfig, load_config
+from notifier.config import NotifierConfig
 from notifier.events import describe_error
+from notifier.loader import load_config
 from notifier.logs import get_logger
 from notifier.publisher import Notifier
 

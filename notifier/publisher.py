@@ -22,11 +22,12 @@ import janus
 from notifier import native, seams
 from notifier.batch import Item
 from notifier.coalesce import Coalescer
-from notifier.config import NotifierConfig, default_config
+from notifier.config import NotifierConfig
 from notifier.events import check_event_type, check_task_id, encode_event, encode_failure
 from notifier.exceptions import InvalidEvent, NotifierError
 from notifier.handover import TERMINAL, Handover
 from notifier.ledger import CLOSED, Ledger
+from notifier.loader import default_config
 from notifier.logs import get_logger
 from notifier.sender import Sender
 
