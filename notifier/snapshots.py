@@ -31,6 +31,21 @@ if TYPE_CHECKING:
 FILE_NAME = re.compile(r"^(\d+)-(\d+)\.json(\.tmp)?$")
 _numbers = itertools.count(1)  # tells apart several notifiers of one process
 _T = TypeVar("_T")
+# The snapshot's fields that are the notifier's counters under the same name.
+_FROM_STATS = (
+    "connected",
+    "last_error",
+    "last_error_at",
+    "queue_size",
+    "queue_capacity",
+    "pending",
+    "published",
+    "dropped",
+    "dropped_by_reason",
+    "coalesced",
+    "reconnects",
+    "last_publish_at",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,22 +145,11 @@ class SnapshotWriter:
             written_at=time.time(),
             heartbeat_at=stats["heartbeat_at"] or time.time(),
             loop_lag=loop_lag,
-            connected=stats["connected"],
-            last_error=stats["last_error"],
-            last_error_at=stats["last_error_at"],
-            queue_size=stats["queue_size"],
-            queue_capacity=stats["queue_capacity"],
-            pending=stats["pending"],
-            published=stats["published"],
-            dropped=stats["dropped"],
-            dropped_by_reason=stats["dropped_by_reason"],
-            coalesced=stats["coalesced"],
-            reconnects=stats["reconnects"],
-            last_publish_at=stats["last_publish_at"],
             redis_url=notifier.config.redis.safe_url,
             topology=stats["redis"],
             stale_after=health.stale_after,
             max_loop_lag=health.max_loop_lag,
+            **{name: stats[name] for name in _FROM_STATS},
         )
         path = os.path.join(directory, f"{pid}-{self.number}.json")
         try:

@@ -195,7 +195,7 @@ class _Last:
     async def _latest(self, task_id: str) -> Response:
         key = self.gateway.hub.naming.key(task_id).encode()
         try:
-            latest = await self.gateway.hub.latest(key)
+            latest = await self.gateway.hub.history.latest(key)
         except UNAVAILABLE:
             return _error(503, "Redis is unavailable")
         if latest is None:

@@ -8,6 +8,9 @@ every feed then reads its stream after its last entry, so nothing is missed mean
 node that gives a slot away unsubscribes its channels unasked (``sunsubscribe``): the hub then
 moves those feeds to the slot's new owner, and they read their streams the same way.
 
+A shard knows its owner (the hub) only through ``ShardOwner``, so that this module does not
+import ``hub.py``; the feeds it carries are ``feeds.Feed``.
+
 Everything here runs in the gateway's own event loop.
 """
 
@@ -15,27 +18,56 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from notifier.aio import cancel_and_wait
+from notifier.config import NotifierConfig
+from notifier.gateway.feeds import Feed
 from notifier.link import Link, command
+from notifier.logs import Logger
 from notifier.topology.base import TRANSPORT_ERRORS
+from notifier.topology.naming import Naming
 from notifier.topology.sentinel import discover_master
-
-if TYPE_CHECKING:
-    from notifier.gateway.hub import Feed, Hub
+from notifier.topology.urls import Topology
 
 Node = tuple[str, int]
 
 
+class ShardOwner(Protocol):
+    """What a shard needs from whoever keeps it (the hub): the configuration and where Redis
+    is, and whom to tell that its connection dropped or that its feeds must move."""
+
+    @property
+    def config(self) -> NotifierConfig: ...
+
+    @property
+    def topology(self) -> Topology: ...
+
+    @property
+    def naming(self) -> Naming: ...
+
+    @property
+    def log(self) -> Logger: ...
+
+    def lost(self, shard: Shard, exc: BaseException, attempt: int) -> None:
+        """The shard's connection dropped or could not be made; ``attempt`` counts the failures
+        in a row before this one."""
+
+    async def relocate_all(self, shard: Shard) -> None:
+        """A cluster shard cannot connect: move its feeds if their slots have a new owner."""
+
+    def relocate_soon(self, feed: Feed) -> None:
+        """The shard's node gave ``feed``'s slot away: subscribe it where it lives now."""
+
+
 class Shard:
-    def __init__(self, hub: Hub, node: Node | None) -> None:
-        self.hub = hub
+    def __init__(self, owner: ShardOwner, node: Node | None) -> None:
+        self.owner = owner
         self.node = node  # a cluster master; None: the one node, or Sentinel's master
         self.feeds: dict[bytes, Feed] = {}
-        sharded = hub.naming.sharded
+        sharded = owner.naming.sharded
         self._subscribe = b"SSUBSCRIBE" if sharded else b"SUBSCRIBE"
         self._unsubscribe = b"SUNSUBSCRIBE" if sharded else b"UNSUBSCRIBE"
         self._leaving: set[bytes] = set()  # channels we unsubscribed ourselves
@@ -82,15 +114,15 @@ class Shard:
                         self._dispatch(reply)
             except Exception as exc:  # noqa: BLE001 - transport errors, and uvloop's
                 # RuntimeError on a closed transport: the connection must come back.
-                self.hub.lost(self, exc, attempt)
+                self.owner.lost(self, exc, attempt)
             await self._disconnect()
-            await asyncio.sleep(self.hub.config.reconnect.delay(attempt))
+            await asyncio.sleep(self.owner.config.reconnect.delay(attempt))
             attempt += 1
             if self.node is not None:
-                await self.hub.relocate_all(self)  # the slots may have a new owner by now
+                await self.owner.relocate_all(self)  # the slots may have a new owner by now
 
     async def _connect(self) -> Link:
-        cfg, topology = self.hub.config.redis, self.hub.topology
+        cfg, topology = self.owner.config.redis, self.owner.topology
         if self.node is not None:
             url = topology.node_url(*self.node)
         elif topology.kind == "sentinel":  # the master the sentinels name now
@@ -107,7 +139,7 @@ class Shard:
             feed.confirmed.clear()
         if self.feeds:
             await link.send(b"".join(command(self._subscribe, c) for c in self.feeds))
-        self.hub.log.info("gateway_redis_connected", channels=len(self.feeds), node=self._where())
+        self.owner.log.info("gateway_redis_connected", channels=len(self.feeds), node=self.where())
         return link
 
     def _dispatch(self, reply: object) -> None:
@@ -125,9 +157,10 @@ class Shard:
             if channel in self._leaving:
                 self._leaving.discard(channel)
             elif feed is not None:  # unasked: the slot moved to another node
-                self.hub.relocate_soon(feed)
+                self.owner.relocate_soon(feed)
 
-    def _where(self) -> str | None:
+    def where(self) -> str | None:
+        """``host:port`` of its cluster master; None for the one node or Sentinel's master."""
         return None if self.node is None else f"{self.node[0]}:{self.node[1]}"
 
     async def _disconnect(self) -> None:

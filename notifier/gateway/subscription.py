@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import asyncio
 
-from notifier.gateway.hub import Entry, Feed, Hub, Subscriber, make_entry, parse_stream_id
+from notifier.gateway.entries import Entry, make_entry, parse_stream_id
+from notifier.gateway.feeds import Feed
+from notifier.gateway.hub import Hub
+from notifier.gateway.subscriber import Subscriber
 from notifier.topology.base import TRANSPORT_ERRORS
 
 UNAVAILABLE = (*TRANSPORT_ERRORS, TimeoutError)  # Redis could not answer: worth another try
@@ -56,7 +59,7 @@ class Subscription:
         after: bytes | None = None
         if last_event_id is not None:
             raw = last_event_id.strip().encode("ascii", "replace")
-            held = await self.hub.entry_at(key, raw) if parse_stream_id(raw) else None
+            held = await self.hub.history.entry_at(key, raw) if parse_stream_id(raw) else None
             if held is None:
                 first.append(await self._reset(key))
                 backlog: list[tuple[bytes, bytes]] = []
@@ -66,14 +69,14 @@ class Subscription:
                 self.ended_before = entry is not None and entry.terminal
                 after = raw
         if after is not None or last_event_id is None:
-            backlog = await self.hub.entries(key, after)
+            backlog = await self.hub.history.entries(key, after)
         entries = [e for e in (make_entry(i, p) for i, p in backlog) if e is not None]
         # The backlog goes before what the feed handed on meanwhile; take() skips repeats.
         self.subscriber.queue.extendleft(reversed(entries))
         return first + self.subscriber.take()
 
     async def _reset(self, key: bytes) -> Entry:
-        latest = await self.hub.latest(key)
+        latest = await self.hub.history.latest(key)
         raw_id, payload = latest if latest is not None else (None, b"null")
         self.subscriber.last = parse_stream_id(raw_id)
         entry = make_entry(raw_id, payload or b"null", "reset")

@@ -21,7 +21,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from notifier.aio import cancel_and_wait
-from notifier.gateway.hub import Entry
+from notifier.gateway.entries import Entry
 from notifier.gateway.subscription import Subscription
 
 Scope = MutableMapping[str, Any]
