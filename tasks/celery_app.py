@@ -1,38 +1,26 @@
-"""The Celery application: configured from config.toml, with the notifier wired in.
+"""What a worker loads: the Celery app with its tasks, the notifier wired in, the worker's logs.
 
-Start a worker with ``celery -A tasks.celery_app worker``. ``[celery]`` names the broker and the
-result backend (default: the notifier's Redis), ``[database] url`` the task-status store.
+Start a worker with ``celery -A tasks.celery_app worker``. The app and the task store are
+configured in ``tasks/application.py``, the tasks defined in ``tasks/workflow_resume_tasks.py``;
+this module imports both, so a worker registers the tasks, and neither of them knows it.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from celery import Celery, signals
+from celery import signals
 from celery.exceptions import TimeLimitExceeded, WorkerLostError
 
 import notifier
 import notifier.celery
 from tasks import reports
+from tasks.application import app, settings
 from tasks.logs import configure_logging
 from tasks.runtime import close_worker_loops
-from tasks.settings import load_settings
-from tasks.store import TaskStore
+from tasks.workflow_resume_tasks import mark_task_failed
 
-settings = load_settings()
-
-app = Celery("tasks", include=["tasks.workflow_resume_tasks"])
-app.conf.update(
-    broker_url=settings.broker_url,
-    result_backend=settings.result_backend,
-    task_serializer="json",
-    result_serializer="json",
-    accept_content=["json"],
-    result_expires=3600,
-    worker_prefetch_multiplier=1,  # workflows are long; don't let one child hoard them
-    broker_connection_retry_on_startup=True,
-)
+__all__ = ["app"]  # what ``celery -A tasks.celery_app`` looks up
 
 
 @signals.task_failure.connect
@@ -44,23 +32,10 @@ def _fail_workflows_of_lost_runs(
     failure is recorded here, database first, then on the workflow's channel. Connected before
     install(), so that it runs before the notifier's own failed event for the Celery task id."""
     if isinstance(exception, WorkerLostError | TimeLimitExceeded) and args:
-        from tasks.workflow_resume_tasks import mark_task_failed  # it imports this module
-
         mark_task_failed(str(args[0]), exception)
 
 
 notifier.celery.install(app, settings.notifier, flush_on_task_end=settings.flush_on_task_end)
-
-_store: tuple[int, TaskStore] | None = None
-
-
-def get_store() -> TaskStore:
-    """This process's task store. A forked child opens its own: database connections must not
-    cross a fork."""
-    global _store
-    if _store is None or _store[0] != os.getpid():
-        _store = (os.getpid(), TaskStore(settings.database_url))
-    return _store[1]
 
 
 @signals.worker_init.connect

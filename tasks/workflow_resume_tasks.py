@@ -14,7 +14,7 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
 import notifier
-from tasks.celery_app import app, get_store
+from tasks.application import app, get_store
 from tasks.runtime import run_async
 from tasks.steps import StepContext, resolve
 from tasks.store import Status, TaskNotFound, TaskRecord

@@ -1,16 +1,22 @@
-"""A real Celery worker with a client, a task store and a subscriber, for end-to-end tests."""
+"""Real Celery workers with a client, for end-to-end tests: the reference application's
+(Harness: with a task store and a subscriber) and the tests' own apps' (AppWorker)."""
 
 from __future__ import annotations
 
+import os
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from celery import Celery
+from celery_apps import ENV_BROKER
 
 from notifier.testing import EventCollector, RedisServer, wait_until
-from tasks.launcher import WorkerProcess, client
+from tasks.launcher import CHECKOUT, WorkerProcess, client
 from tasks.store import TaskStore
+
+TESTS = Path(__file__).resolve().parent
 
 
 class Harness:
@@ -90,3 +96,35 @@ class Harness:
 
 def types(events: list[dict[str, Any]]) -> list[str]:
     return [e["type"] for e in events]
+
+
+class AppWorker:
+    """A worker on one of the tests' own apps (``app``: its module in tests/, configured by
+    tests/celery_apps.py), with ``redis`` as its broker and the notifier configured by the file
+    ``config``; a client on the same broker. Both are stopped on leaving the ``with`` block."""
+
+    def __init__(
+        self,
+        app: str,
+        redis: RedisServer,
+        config: Path,
+        env: Mapping[str, str] | None = None,
+        **worker: Any,
+    ) -> None:
+        self.redis = redis
+        environment = {
+            "PYTHONPATH": os.pathsep.join([str(TESTS), CHECKOUT]),  # the app, and tasks/
+            ENV_BROKER: redis.url,
+            "NOTIFIER_CONFIG": str(config),
+            **(env or {}),
+        }
+        self.process = WorkerProcess(environment, app=app, **worker)
+        self.app: Celery = client(redis.url)
+
+    def __enter__(self) -> Self:
+        self.process.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.stop()
+        self.app.close()

@@ -2,35 +2,28 @@
 tasks that sleep cooperatively and publish, and a greenlet that ticks every 10 ms and records
 how late the hub runs it.
 
-The broker is $GEVENT_BROKER; the notifier is configured the usual way ($NOTIFIER_CONFIG).
+The app is configured as the tests' apps are (tests/celery_apps.py: the broker is the test's
+Redis); the notifier is configured the usual way ($NOTIFIER_CONFIG).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Any
 
 import gevent
-from celery import Celery, signals
+from celery import signals
+from celery_apps import celery_test_app
 
 import notifier
 import notifier.celery
 from notifier import native
 from tasks import reports
 
-BROKER = os.environ.get("GEVENT_BROKER", "redis://127.0.0.1:6379/0")
 TICK = 0.01
 
-app = Celery("gevent_app", broker=BROKER, backend=BROKER)
-app.conf.update(
-    task_serializer="json",
-    result_serializer="json",
-    accept_content=["json"],
-    worker_prefetch_multiplier=1,
-    broker_connection_retry_on_startup=True,
-)
+app = celery_test_app("gevent_app")
 notifier.celery.install(app)
 _lateness: list[float] = []
 

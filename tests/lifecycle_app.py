@@ -1,9 +1,10 @@
 """A user's own Celery app for the lifecycle tests: its tasks never call the notifier, but for
 ``lc.crunch``, which reports progress in a tight loop.
 
-The worker finds its broker in $LIFECYCLE_BROKER and its notifier configuration the usual way
-($NOTIFIER_CONFIG, $NOTIFIER_REDIS_URL). $LIFECYCLE_MODE picks how the notifier is installed:
-"default", "off" (lifecycle=False) or "keyed" (a channel_key that uses the first argument).
+The app is configured as the tests' apps are (tests/celery_apps.py: the broker is the test's
+Redis); the notifier the usual way ($NOTIFIER_CONFIG, $NOTIFIER_REDIS_URL). $LIFECYCLE_MODE picks
+how the notifier is installed: "default", "off" (lifecycle=False) or "keyed" (a channel_key that
+uses the first argument).
 The tasks use Redis directly, only to tell the test what they are doing (a key per task id).
 """
 
@@ -16,22 +17,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
-from celery import Celery
+from celery_apps import broker_url, celery_test_app
 
 import notifier
 import notifier.celery
 
-BROKER = os.environ.get("LIFECYCLE_BROKER", "redis://127.0.0.1:6379/0")
 MODE = os.environ.get("LIFECYCLE_MODE", "default")
 
-app = Celery("lifecycle_app", broker=BROKER, backend=BROKER)
-app.conf.update(
-    task_serializer="json",
-    result_serializer="json",
-    accept_content=["json"],
-    worker_prefetch_multiplier=1,
-    broker_connection_retry_on_startup=True,
-)
+app = celery_test_app("lifecycle_app")
 
 
 def first_argument(
@@ -47,7 +40,7 @@ notifier.celery.install(
     lifecycle=MODE != "off",
     channel_key=first_argument if MODE == "keyed" else None,
 )
-_marks = redis.Redis.from_url(BROKER)
+_marks = redis.Redis.from_url(broker_url())
 
 
 def mark(task_id: str, what: str) -> None:

@@ -12,49 +12,31 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from celery import Celery
+from celery_harness import AppWorker
 from fault_helpers import report
 
 from notifier import NotifierConfig, load_config
 from notifier.consumer import subscribe
 from notifier.events import TERMINAL_TYPES
 from notifier.testing import RedisServer, wait_until
-from tasks.launcher import WorkerProcess, client
 
 pytestmark = pytest.mark.timeout(180)
-TESTS = Path(__file__).resolve().parent
 
 
-class Worker:
+class Worker(AppWorker):
     """A prefork worker running tests/lifecycle_app.py, a client, and what each test sent."""
 
     def __init__(self, redis: RedisServer, tmp: Path, mode: str, **options: Any) -> None:
-        self.redis = redis
         self.config_path = tmp / f"config-{mode}.toml"
         self.config_path.write_text(
             f'[redis]\nurl = "{redis.url}"\nconnect_timeout = 1.0\npublish_timeout = 1.0\n'
             "[reconnect]\ninitial_backoff = 0.01\nmax_backoff = 0.2\n"
             "[history]\nenabled = true\n"
         )
-        env = {
-            "PYTHONPATH": str(TESTS),
-            "LIFECYCLE_BROKER": redis.url,
-            "LIFECYCLE_MODE": mode,
-            "NOTIFIER_CONFIG": str(self.config_path),
-            "NOTIFIER_REDIS_URL": redis.url,
-        }
-        self.process = WorkerProcess(env, app="lifecycle_app", **options)
-        self.app: Celery = client(redis.url)
+        env = {"LIFECYCLE_MODE": mode, "NOTIFIER_REDIS_URL": redis.url}
+        super().__init__("lifecycle_app", redis, self.config_path, env, **options)
         self.config: NotifierConfig = load_config(self.config_path)
         self.sent: list[str] = []
-
-    def __enter__(self) -> Worker:
-        self.process.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.process.stop()
-        self.app.close()
 
     def send(self, name: str, *args: Any, **options: Any) -> str:
         task_id = str(uuid.uuid4())

@@ -107,8 +107,23 @@ class SentinelSet(Service):
         return time.monotonic()
 
     def stop(self) -> None:
-        for server in [*self.sentinels, self.replica, self.master]:
+        # The sentinels first (none may fail over meanwhile), the master of now last: a master
+        # stopped with a replica attached waits for it to catch up (shutdown-timeout, seconds
+        # after a failover), and after one the master is the server started as the replica.
+        servers = sorted([self.replica, self.master], key=lambda s: role_of(s) == "master")
+        for server in [*self.sentinels, *servers]:
             server.stop()
+
+
+def role_of(server: RedisServer) -> str:
+    """The role the server reports ("master" or "slave"); "down" if it is stopped or silent."""
+    if server.process is None:
+        return "down"
+    try:
+        with server.client(socket_timeout=1) as client:
+            return str(client.info("replication")["role"])
+    except redis.RedisError:
+        return "down"
 
 
 def replica_port_of(master: RedisServer) -> int | None:
