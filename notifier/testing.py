@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -43,11 +44,37 @@ def find_redis_binary(name: str = "redis-server") -> str:
     )
 
 
+# "LOW-HIGH": the ports free_port() draws from. Parallel test runs on one machine give each
+# runner a range of its own, so that a port one of them frees (a Redis killed, to be restarted on
+# the same port) is never handed to another. Within a range, ports are handed out in turn from a
+# random start, so that one process does not get the same port twice before it binds it.
+ENV_PORTS = "NOTIFIER_TEST_PORTS"
+_next_port: list[int] = []  # the next candidate in the range, once one is set
+_port_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port free on 127.0.0.1 now: from ``$NOTIFIER_TEST_PORTS`` when set, else the kernel's."""
+    span = os.environ.get(ENV_PORTS)
+    if not span:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            return port
+    low, high = (int(end) for end in span.split("-"))
+    with _port_lock:
+        if not _next_port:
+            _next_port.append(random.randint(low, high))
+        for _ in range(high - low + 1):
+            candidate = low + (_next_port[0] - low) % (high - low + 1)
+            _next_port[0] = candidate + 1
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", candidate))
+                except OSError:
+                    continue
+                return candidate
+    raise OSError(f"no free port in {ENV_PORTS}={span}")
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0.01) -> Any:

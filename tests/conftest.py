@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,7 +11,22 @@ from faultproxy import FaultProxy
 from helpers import make_config
 
 from notifier import Notifier
-from notifier.testing import EventCollector, RedisServer
+from notifier.testing import ENV_PORTS, EventCollector, RedisServer
+
+# Port ranges for parallel runs (make test runs pytest-xdist workers): worker i of n draws its
+# ports from a share of its own in 10000-19999, below the kernel's ephemeral range, so
+# a cluster node's bus port (port + 10000) falls in 20000-29999, nobody's range.
+PORTS_LOW, PORTS_SPAN = 10000, 10000
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None or ENV_PORTS in os.environ:
+        return
+    index, count = int(worker.removeprefix("gw")), int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    width = PORTS_SPAN // count
+    low = PORTS_LOW + index * width
+    os.environ[ENV_PORTS] = f"{low}-{low + width - 1}"
 
 
 @pytest.fixture(scope="session")
