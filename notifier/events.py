@@ -198,6 +198,8 @@ def describe_error(error: object) -> tuple[str, str | None]:
     except Exception as exc:  # a broken __str__ must not take the failure report with it
         text = f"<unprintable {type(error).__name__}: str() raised {type(exc).__name__}>"
         text = f"{error_type}: {text}" if error_type else text
+    if not text:  # publish_failed("") says nothing; a browser must still be told something
+        text = f"<empty {type(error).__name__}>"
     if not text.isascii():
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return truncate(text, ERROR_MAX_CHARS), error_type

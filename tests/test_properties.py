@@ -334,6 +334,7 @@ error_values = st.one_of(
 @given(error=error_values)
 @example(error=Exception("\ud800" * 10_000))
 @example(error=Exception(b"\xff\xfe not UTF-8"))
+@example(error="")  # an empty text is still described: "<empty str>"
 def test_publish_failed_never_raises_whatever_the_error(rig: Rig, error: Any) -> None:
     """publish_failed accepts any error value and delivers a failed event with a str error."""
     task_id = rig.task_id()
