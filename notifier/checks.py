@@ -8,6 +8,7 @@ dotted key. A field marked secret is never echoed in an error: its length is sho
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, fields
@@ -52,6 +53,31 @@ EVENT_BYTES = Check(
     int, "an integer from 4096 to 536870912", lambda v: 4096 <= v <= 512 * 1024 * 1024
 )
 BOOL = Check(bool, "true or false")
+
+
+def list_of(expected: str, ok: Callable[[str], bool]) -> Check:
+    """A TOML array of strings, each passing ``ok``; the table keeps it as a tuple."""
+    return Check(
+        object,
+        f"a list of {expected}",
+        lambda v: isinstance(v, list | tuple) and all(isinstance(s, str) and ok(s) for s in v),
+    )
+
+
+def is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def is_origin(text: str) -> bool:
+    """``*``, or ``scheme://host[:port]`` with nothing after it (what a browser's Origin holds)."""
+    if text == "*":
+        return True
+    scheme, sep, rest = text.partition("://")
+    return scheme in ("http", "https") and bool(sep) and bool(rest) and "/" not in rest
 
 
 PORT = Check(int, "a port number from 0 (any free port) to 65535", lambda v: 0 <= v <= 65535)

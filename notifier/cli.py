@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import structlog
@@ -85,7 +86,9 @@ def gateway(args: argparse.Namespace) -> int:
             f"the gateway needs the gateway extra (pip install 'notifier[gateway]'): {exc}"
         ) from None
     host = config.gateway.host if args.host is None else args.host
-    serve(config, host, config.gateway.port if args.port is None else args.port)
+    port = config.gateway.port if args.port is None else args.port
+    # A spawned worker process starts without this command's logging: it sets it up again.
+    serve(config, host, port, args.workers, setup=partial(_configure_logging, args.verbose))
     return 0
 
 
@@ -166,6 +169,17 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _count(text: str) -> int:
+    """A whole number, 0 or more (0: as many as there are cores)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an int: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="notifier", description="Task notifications over Redis pub/sub: operator tools."
@@ -210,6 +224,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = command("gateway", gateway, "Serve task events to browsers: SSE, WebSocket, a page.")
     serve.add_argument("--host", help="address to bind (default: [gateway] host)")
     serve.add_argument("--port", type=int, help="port (default: [gateway] port)")
+    serve.add_argument(
+        "--workers",
+        type=_count,
+        metavar="N",
+        help="processes serving the port (default: [gateway] workers; 0: one per core)",
+    )
 
     pub = command("publish", publish, "Publish one event through a notifier; exit 1 if lost.")
     pub.add_argument("task_id")

@@ -24,6 +24,9 @@ from notifier.checks import (
     REDIS_URL,
     Check,
     Table,
+    is_network,
+    is_origin,
+    list_of,
     one_of,
     setting,
 )
@@ -143,6 +146,14 @@ class HistoryConfig(Table):
 SECRET_MIN = 32  # characters: an HMAC key of at least 256 bits of text
 
 
+def _cookie_name(name: str) -> bool:
+    return bool(name) and all(c.isalnum() or c in "-_." for c in name)
+
+
+def _header_bytes(size: int) -> bool:
+    return 1024 <= size <= 1_048_576
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig(Table):
     """The browser gateway (``notifier.gateway``): who may read, how much, where it listens."""
@@ -167,6 +178,27 @@ class GatewayConfig(Table):
     heartbeat_interval: float = setting(15.0, POSITIVE)
     retry_ms: int = setting(2000, POSITIVE_INT)
     history_connections: int = setting(4, POSITIVE_INT)
+    # ``notifier gateway``'s processes on one port; 0: one per core.
+    workers: int = setting(0, Check(int, "0 (one per core) or more", lambda v: v >= 0))
+    # Origins (``https://app.example.com``, or ``*``) whose pages may open a stream. Empty: the
+    # gateway's own origin only when a secret is set, any origin when none is (loopback only).
+    allowed_origins: tuple[str, ...] = setting((), list_of('origins or "*"', is_origin))
+    # Streams one client address may hold open at once, in each worker process.
+    max_connections_per_client: int = setting(64, POSITIVE_INT)
+    # Proxies (addresses or networks) whose X-Forwarded-For names the client.
+    trusted_proxies: tuple[str, ...] = setting((), list_of("addresses or networks", is_network))
+    # The cookie a token may come in, besides ``Authorization: Bearer`` and ``?token=``.
+    token_cookie: str = setting("notifier_token", Check(str, "a cookie name", _cookie_name))
+    # Seconds a client may take none of what is sent to it before it is cut off.
+    send_timeout: float = setting(30.0, POSITIVE)
+    # Seconds a client has to send its request's headers (a slow client is cut off after it).
+    header_timeout: float = setting(10.0, POSITIVE)
+    # Bytes of request line and headers at most: 414 or 431 beyond.
+    max_header_bytes: int = setting(16_384, Check(int, "from 1024 to 1048576", _header_bytes))
+
+    def check_table(self) -> None:
+        for key in ("allowed_origins", "trusted_proxies"):
+            object.__setattr__(self, key, tuple(getattr(self, key)))  # TOML gives a list
 
 
 TABLES: dict[str, type[Table]] = {

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from httpx_sse import ServerSentEvent, connect_sse
 
 from notifier import NotifierConfig, load_config
@@ -23,7 +24,9 @@ HISTORY = {"enabled": True, "maxlen": 1000, "ttl_seconds": 600}
 
 
 class GatewayProcess:
-    """``python -m notifier.cli gateway`` on a free port; its output kept in a log file."""
+    """``python -m notifier.cli gateway --workers N`` on a free port; its output kept in a log
+    file. One worker by default: this process serves. With more, uvicorn's supervisor runs them
+    as its children, and ``start`` returns once each of them listens."""
 
     def __init__(
         self,
@@ -34,8 +37,10 @@ class GatewayProcess:
         gateway_table: str = "",
         history_table: str = "enabled = true\n",
         host: str = "127.0.0.1",
+        workers: int = 1,
     ) -> None:
         self.port = free_port()
+        self.workers = workers
         self.host = host
         self.log = workdir / f"gateway-{self.port}.log"
         self.config_path = workdir / f"gateway-{self.port}.toml"
@@ -57,7 +62,7 @@ class GatewayProcess:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "notifier.cli", "-v", "--config", str(self.config_path)]
-                + ["gateway"],
+                + ["gateway", "--workers", str(self.workers)],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -65,6 +70,7 @@ class GatewayProcess:
             )
         try:
             wait_until(self._answers, 30)
+            wait_until(lambda: self.workers == len(self.listening_pids()), 30)
         except TimeoutError:
             self.stop()
             raise
@@ -84,15 +90,75 @@ class GatewayProcess:
     def url(self, path: str, scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{path}"
 
+    def worker_pids(self) -> list[int]:
+        """The processes that serve: this one with one worker, else its live worker children
+        (multiprocessing's resource tracker, a child too, left out)."""
+        if self.process is None:
+            return []
+        if self.workers == 1:
+            return [self.process.pid]
+        pids = []
+        for child in psutil.Process(self.process.pid).children():
+            try:
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    continue  # died; not yet reaped by the supervisor
+                if "--multiprocessing-fork" in child.cmdline():
+                    pids.append(child.pid)
+            except psutil.NoSuchProcess:
+                continue
+        return pids
+
+    def listening_pids(self) -> list[int]:
+        """The workers with a socket listening on the gateway's port."""
+        return [
+            pid
+            for pid in self.worker_pids()
+            if any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == self.port
+                for c in _connections(pid)
+            )
+        ]
+
+    def listening_socket(self, pid: int) -> str:
+        """The kernel's name (``socket:[inode]``, Linux) of the socket ``pid`` listens on the
+        port with: workers that share one socket show the same name."""
+        for c in _connections(pid):
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == self.port:
+                return os.readlink(f"/proc/{pid}/fd/{c.fd}")
+        raise LookupError(f"process {pid} does not listen on port {self.port}")
+
+    def worker_serving(self, client_port: int) -> int | None:
+        """The worker that holds the connection from ``client_port`` (the client's own port:
+        ``client_port(response)``), if one does."""
+        for pid in self.worker_pids():
+            for c in _connections(pid):
+                if (
+                    c.status == psutil.CONN_ESTABLISHED
+                    and c.laddr.port == self.port
+                    and c.raddr
+                    and c.raddr.port == client_port
+                ):
+                    return pid
+        return None
+
     def stop(self) -> None:
         process = self.process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is None or process.poll() is not None:
+            return
+        try:
+            children = psutil.Process(process.pid).children()
+        except psutil.NoSuchProcess:
+            children = []
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        # The supervisor stops its workers; one that had to be killed leaves them behind.
+        _, alive = psutil.wait_procs(children, timeout=5)
+        for child in alive:
+            child.kill()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -102,6 +168,18 @@ class GatewayProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _connections(pid: int) -> list[Any]:
+    try:
+        return list(psutil.Process(pid).net_connections("tcp"))
+    except psutil.NoSuchProcess:
+        return []
+
+
+def client_port(response: httpx.Response) -> int:
+    """The local port of the connection a (streamed) response came on."""
+    return int(response.extensions["network_stream"].get_extra_info("client_addr")[1])
 
 
 def sse_events(

@@ -538,7 +538,9 @@ def test_a_thousand_subscribers_share_one_pubsub_connection(
     redis_server = redis_factory()  # of its own: every client of it but two is the gateway's
     publisher = notifier_factory(redis_server.url, history=HISTORY)
     publisher.start()
-    with GatewayProcess(redis_server.url, tmp_path) as gateway:
+    with GatewayProcess(
+        redis_server.url, tmp_path, gateway_table="max_connections_per_client = 2000\n"
+    ) as gateway:
         results, held = _fan_out(gateway, publisher, redis_server)
     assert all(counts == [20] * 100 for counts in results.values()), results
     assert 10 == len(results)

@@ -17,12 +17,12 @@ open streams (503, or WebSocket close 1013, beyond it).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 from collections.abc import AsyncIterator
 from importlib.resources import files
 
 import orjson
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -31,21 +31,29 @@ from starlette.websockets import WebSocket
 from notifier.config import NotifierConfig
 from notifier.events import check_task_id
 from notifier.exceptions import InvalidEvent
+from notifier.gateway.door import MAX_TOKEN, FrontDoor, is_loopback, resume_id_problem
 from notifier.gateway.hub import Hub
 from notifier.gateway.subscription import UNAVAILABLE, Subscription
 from notifier.gateway.tokens import Access, check_token
-from notifier.gateway.transports import Receive, Scope, Send, serve_sse, serve_websocket
+from notifier.gateway.transports import (
+    RAW_SEND,
+    Receive,
+    Scope,
+    Send,
+    serve_sse,
+    serve_websocket,
+)
 from notifier.logs import Logger, get_logger
 
 
 class Gateway:
-    """The app's state: its configuration, its hub (made in the serving loop at first use) and
-    its count of open streams."""
+    """The app's state: its configuration, its front door (``door.py``) and its hub (made in the
+    serving loop at first use)."""
 
     def __init__(self, config: NotifierConfig) -> None:
         self.config = config
         self.log: Logger = get_logger(config.logging.level)
-        self.open_streams = 0
+        self.door = FrontDoor(config.gateway)
         self._hub: Hub | None = None
         self.page = files("notifier.gateway").joinpath("page.html").read_bytes()
 
@@ -62,19 +70,64 @@ class Gateway:
 
     def refuse(self, conn: HTTPConnection, task_id: str) -> tuple[int, str] | None:
         """Why this connection may not read ``task_id`` (HTTP status, message); None if it may."""
+        origin = self.door.origin_refused(conn)
+        if origin is not None:
+            self.log.warning("gateway_origin_refused", origin=origin[:200], task_id=task_id)
+            return 403, "this page's origin may not read from the gateway"
         secret = self.config.gateway.secret
         if not secret:
-            if self.config.gateway.allow_anonymous or _loopback(conn):
+            client = conn.client
+            if self.config.gateway.allow_anonymous or (client and is_loopback(client.host)):
                 return None
             return 403, "no [gateway] secret is set: anonymous access is for loopback clients only"
-        access = check_token(_token_of(conn), task_id, secret)
+        token = self.door.token_of(conn)
+        access = (
+            Access.INVALID
+            if token and len(token) > MAX_TOKEN
+            else check_token(token, task_id, secret)
+        )
         if access is Access.GRANTED:
             return None
         if access is Access.OTHER_TASK:
             return 403, "the token is for another task"
         if access is Access.MISSING:
-            return 401, "a token is required (?token= or Authorization: Bearer)"
+            return 401, "a token is required (Authorization: Bearer, a cookie, or ?token=)"
         return 401, "the token is invalid or has expired"
+
+    def admit(self, conn: HTTPConnection) -> tuple[str, str | None]:
+        """Count a new stream for the connection's client: (its address, why not or None)."""
+        client = self.door.client_of(conn)
+        refusal = self.door.admit(client)
+        if refusal is not None:
+            self.log.warning("gateway_stream_refused", reason=refusal, client=client)
+        return client, refusal
+
+    def cors_headers(self, conn: HTTPConnection) -> dict[str, str]:
+        """What lets a page on another allowed origin read the response (none for our own)."""
+        origin = conn.headers.get("origin")
+        if origin is None or not self.door.cross_origin_allowed(origin):
+            return {}
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Credentials": "true",  # the token cookie
+            "Vary": "Origin",
+        }
+
+
+class _TaskIdConvertor(Convertor[str]):
+    """A route's task id: any text, newlines and all, so that a bad id reaches the route and
+    gets its 400 (Starlette's ``path`` stops at a newline: the request would be a bare 404)."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("task_id", _TaskIdConvertor())
 
 
 def create_app(config: NotifierConfig) -> GatewayApp:
@@ -82,9 +135,9 @@ def create_app(config: NotifierConfig) -> GatewayApp:
     gateway = Gateway(config)
     routes = [
         Route("/", _Page(gateway)),
-        Route("/tasks/{task_id:path}/events", _Events(gateway)),
-        Route("/tasks/{task_id:path}/last", _Last(gateway)),
-        WebSocketRoute("/ws/tasks/{task_id:path}", _Socket(gateway)),
+        Route("/tasks/{task_id:task_id}/events", _Events(gateway)),
+        Route("/tasks/{task_id:task_id}/last", _Last(gateway)),
+        WebSocketRoute("/ws/tasks/{task_id:task_id}", _Socket(gateway)),
     ]
 
     @contextlib.asynccontextmanager
@@ -95,9 +148,6 @@ def create_app(config: NotifierConfig) -> GatewayApp:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gateway
     return GatewayApp(app)
-
-
-RAW_SEND = "notifier.gateway.raw_send"
 
 
 class GatewayApp:
@@ -144,19 +194,22 @@ class _Events:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         task_id = request.path_params["task_id"]
-        refused = _task_error(task_id) or _refused(self.gateway, request, task_id)
-        if (
-            refused is None
-            and self.gateway.open_streams >= self.gateway.config.gateway.max_connections
-        ):
-            refused = _error(503, "too many open streams", {"Retry-After": "5"})
+        last_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+        refused = (
+            _task_error(task_id)
+            or _refused(self.gateway, request, task_id)
+            or _resume_error(last_id)
+        )
         if refused is not None:
             await refused(scope, receive, send)
             return
-        last_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+        client, over = self.gateway.admit(request)
+        if over is not None:
+            status = 503 if over == "too many open streams" else 429
+            await _error(status, over, {"Retry-After": "5"})(scope, receive, send)
+            return
         cfg = self.gateway.config.gateway
         subscription = Subscription(self.gateway.hub, task_id, cfg.client_buffer)
-        self.gateway.open_streams += 1
         try:
             try:
                 first = await subscription.open(last_id)
@@ -168,15 +221,17 @@ class _Events:
             await serve_sse(
                 subscription,
                 first,
+                scope,
                 receive,
                 send,
                 retry_ms=cfg.retry_ms,
-                raw_send=scope.get(RAW_SEND),
+                send_timeout=cfg.send_timeout,
+                headers=self.gateway.cors_headers(request),
             )
             if subscription.overflowed:
                 self.gateway.log.warning("gateway_client_too_slow", task_id=task_id)
         finally:
-            self.gateway.open_streams -= 1
+            self.gateway.door.release(client)
             subscription.close()
 
 
@@ -210,47 +265,35 @@ class _Socket:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = WebSocket(scope, receive, send)
         task_id = websocket.path_params["task_id"]
-        refusal = _task_error(task_id) or _refused(self.gateway, websocket, task_id)
+        last_id = websocket.query_params.get("last_event_id")
+        refusal = (
+            _task_error(task_id)
+            or _refused(self.gateway, websocket, task_id)
+            or _resume_error(last_id)
+        )
         await websocket.accept()
         if refusal is not None:
             reason = orjson.loads(refusal.body)["error"]
             await websocket.close(code=1008, reason=str(reason)[:120])  # a close reason: 123 B
             return
-        cfg = self.gateway.config.gateway
-        if self.gateway.open_streams >= cfg.max_connections:
-            await websocket.close(code=1013, reason="too many open streams")
+        client, over = self.gateway.admit(websocket)
+        if over is not None:
+            await websocket.close(code=1013, reason=over)
             return
+        cfg = self.gateway.config.gateway
         subscription = Subscription(self.gateway.hub, task_id, cfg.client_buffer)
-        self.gateway.open_streams += 1
         try:
             try:
-                first = await subscription.open(websocket.query_params.get("last_event_id"))
+                first = await subscription.open(last_id)
             except UNAVAILABLE:
                 await websocket.close(code=1011, reason="Redis is unavailable")
                 return
-            await serve_websocket(subscription, first, websocket)
+            await serve_websocket(subscription, first, websocket, send_timeout=cfg.send_timeout)
             if subscription.overflowed:
                 self.gateway.log.warning("gateway_client_too_slow", task_id=task_id)
         finally:
-            self.gateway.open_streams -= 1
+            self.gateway.door.release(client)
             subscription.close()
-
-
-def _token_of(conn: HTTPConnection) -> str | None:
-    header = conn.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return conn.query_params.get("token") or None
-
-
-def _loopback(conn: HTTPConnection) -> bool:
-    client = conn.client
-    if client is None:
-        return False
-    with contextlib.suppress(ValueError):
-        return ipaddress.ip_address(client.host).is_loopback
-    return client.host == "localhost"
 
 
 def _task_error(task_id: str) -> JSONResponse | None:
@@ -259,6 +302,11 @@ def _task_error(task_id: str) -> JSONResponse | None:
     except InvalidEvent as exc:
         return _error(400, str(exc))
     return None
+
+
+def _resume_error(last_id: str | None) -> JSONResponse | None:
+    problem = resume_id_problem(last_id)
+    return None if problem is None else _error(400, problem)
 
 
 def _refused(gateway: Gateway, conn: HTTPConnection, task_id: str) -> JSONResponse | None:

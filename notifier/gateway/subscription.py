@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 
-from notifier.gateway.entries import Entry, make_entry, parse_stream_id
+from notifier.gateway.entries import Entry, as_chunk, make_entry, parse_stream_id
 from notifier.gateway.feeds import Feed
 from notifier.gateway.hub import Hub
-from notifier.gateway.subscriber import Subscriber
+from notifier.gateway.subscriber import Sink, Subscriber
 from notifier.topology.base import TRANSPORT_ERRORS
 
 UNAVAILABLE = (*TRANSPORT_ERRORS, TimeoutError)  # Redis could not answer: worth another try
@@ -82,11 +82,12 @@ class Subscription:
         entry = make_entry(raw_id, payload or b"null", "reset")
         return entry if entry is not None else _EMPTY_RESET  # an entry that is not an event
 
-    async def next(self) -> list[Entry] | None:
+    async def next(self, sink: Sink | None = None) -> list[Entry] | None:
         """The next entries; None when there are none but a heartbeat is due (the hub says when:
-        one timer for every stream of the process, not one each)."""
+        one timer for every stream of the process, not one each). ``sink``: the client's socket,
+        which live entries are written to meanwhile where they can be (``subscriber.py``)."""
         subscriber = self.subscriber
-        await subscriber.wait()
+        await subscriber.wait(sink)
         entries = subscriber.take()
         if not entries and subscriber.heartbeat_due:
             subscriber.heartbeat_due = False
@@ -104,4 +105,7 @@ class Subscription:
             self.feed = None
 
 
-_EMPTY_RESET = Entry(None, None, "reset", b"null", b"event: reset\ndata: null\n\n", False)
+_EMPTY_FRAME = b"event: reset\ndata: null\n\n"
+_EMPTY_RESET = Entry(
+    None, None, "reset", b"null", _EMPTY_FRAME, False, as_chunk(_EMPTY_FRAME), "null"
+)

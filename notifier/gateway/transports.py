@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from notifier.aio import cancel_and_wait
 from notifier.gateway.entries import Entry
+from notifier.gateway.protocol import TRANSPORT
 from notifier.gateway.subscription import Subscription
 
 Scope = MutableMapping[str, Any]
@@ -29,6 +30,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+RAW_SEND = "notifier.gateway.raw_send"  # the scope key of the server's own send (app.py)
 OVERFLOW_REASON = "client too slow: its buffer of unsent events is full"
 OVERFLOW_FRAME = b'event: overflow\ndata: {"reason": "%s"}\n\n' % OVERFLOW_REASON.encode()
 HEARTBEAT_FRAME = b": keep-alive\n\n"
@@ -42,45 +44,99 @@ SSE_HEADERS = [
 async def serve_sse(
     subscription: Subscription,
     first: list[Entry],
+    scope: Scope,
     receive: Receive,
     send: Send,
     *,
     retry_ms: int,
-    raw_send: Send | None = None,
+    send_timeout: float,
+    headers: dict[str, str] | None = None,
 ) -> None:
     """Stream the subscription as ``text/event-stream`` until its terminal event, the client
-    leaving, or the client falling too far behind. ``raw_send``: the server's own send, for the
-    body chunks, past the framework's wrappers (they only watch for the response's start, and
-    cost more than the write itself at thousands of events a second)."""
+    leaving, or the client falling too far behind (its buffer full, or nothing sent to it taken
+    for ``send_timeout`` seconds). What is waiting goes out in one write. Run by ``notifier
+    gateway``, live entries are written straight to the socket while it takes them
+    (``subscriber.Sink``); the body otherwise goes through the server's own ``send``
+    (``RAW_SEND``), past the framework's wrappers, which cost more than the write itself at
+    thousands of events a second."""
     if subscription.ended_before:
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
         return
-    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-    write = raw_send or send
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + extra})
+    write = scope.get(RAW_SEND) or send
+    transport = scope.get(TRANSPORT)
+    sink = _Socket(transport) if transport is not None else None
     watcher = asyncio.get_running_loop().create_task(_until_disconnect(receive, subscription))
     try:
         body, entries = b"retry: %d\n\n" % retry_ms, first
         while True:
-            ended = False
-            for entry in entries:
-                body += entry.sse
-                if entry.terminal:
-                    ended = True
-                    break
-            if subscription.overflowed:
-                body += OVERFLOW_FRAME
-                ended = True
-            if body or ended:
-                await write({"type": "http.response.body", "body": body, "more_body": not ended})
+            more, ended = _frames(entries, subscription)
+            body += more
+            if (body or ended) and not await _send_within(
+                write, body, ended, send_timeout, subscription, transport, watcher
+            ):
+                return
             if ended or watcher.done():
                 return
-            next_entries = await subscription.next()
+            next_entries = await subscription.next(sink)
             if watcher.done():
                 return
             body, entries = (HEARTBEAT_FRAME, []) if next_entries is None else (b"", next_entries)
     finally:
         await cancel_and_wait(watcher)
+
+
+def _frames(entries: list[Entry], subscription: Subscription) -> tuple[bytes, bool]:
+    """The entries' SSE frames, up to the terminal one; and whether the stream ends with them
+    (the terminal event, or the client's buffer overflowed: it is told why)."""
+    frames = []
+    for entry in entries:
+        frames.append(entry.sse)
+        if entry.terminal:
+            return b"".join(frames), True
+    if subscription.overflowed:
+        frames.append(OVERFLOW_FRAME)
+        return b"".join(frames), True
+    return b"".join(frames), False
+
+
+async def _send_within(
+    write: Send,
+    body: bytes,
+    ended: bool,
+    timeout: float,
+    subscription: Subscription,
+    transport: asyncio.Transport | None,
+    watcher: asyncio.Task[None],
+) -> bool:
+    """Send one body chunk; False when the client took nothing for ``timeout`` seconds: it is
+    cut off then, unsent bytes and all."""
+    try:
+        async with asyncio.timeout(timeout):
+            await write({"type": "http.response.body", "body": body, "more_body": not ended})
+    except TimeoutError:
+        subscription.subscriber.overflowed = True
+        if transport is not None:
+            transport.abort()
+            await asyncio.wait({watcher}, timeout=5)  # until the server has seen it go
+        return False
+    return True
+
+
+class _Socket:
+    """An SSE client's socket as a ``Sink``: ready while the bytes written before have gone to
+    the kernel, so a client that does not keep up fills its buffer instead of our memory."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
+    def ready(self) -> bool:
+        return not self.transport.is_closing() and not self.transport.get_write_buffer_size()
+
+    def write(self, chunk: bytes) -> None:
+        self.transport.write(chunk)
 
 
 async def _until_disconnect(receive: Receive, subscription: Subscription) -> None:
@@ -91,9 +147,10 @@ async def _until_disconnect(receive: Receive, subscription: Subscription) -> Non
 
 
 async def serve_websocket(
-    subscription: Subscription, first: list[Entry], websocket: WebSocket
+    subscription: Subscription, first: list[Entry], websocket: WebSocket, *, send_timeout: float
 ) -> None:
-    """Send each event as a JSON text frame; close with 1000 after the terminal one."""
+    """Send each event as a JSON text frame; close with 1000 after the terminal one. A client
+    that takes nothing for ``send_timeout`` seconds is dropped, as one whose buffer is full."""
     if subscription.ended_before:
         await websocket.close(code=1000)
         return
@@ -102,7 +159,12 @@ async def serve_websocket(
         entries: list[Entry] | None = first
         while not leave.done():
             for entry in entries or ():
-                await websocket.send_text(entry.payload.decode())
+                try:
+                    async with asyncio.timeout(send_timeout):
+                        await websocket.send_text(entry.text)
+                except TimeoutError:
+                    subscription.subscriber.overflowed = True
+                    return
                 if entry.terminal:
                     await websocket.close(code=1000)
                     return
