@@ -8,6 +8,7 @@ and attach themselves through :func:`on_start` and the view's own hooks.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -38,6 +39,16 @@ StartHook = Callable[[NotifierView], None]
 
 _lock = threading.Lock()
 _start_hooks: list[StartHook] = []
+
+
+def _new_lock_in_child() -> None:
+    """A fork copies the lock as it was: held, if another thread was registering a hook then,
+    and then never released in the child. The child starts with one of its own."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def on_start(hook: StartHook) -> None:

@@ -151,6 +151,44 @@ def test_a_fork_while_the_notifier_writes_a_log_line_leaves_the_child_able_to_lo
     assert '"event": "child-logged"' in output, output
 
 
+def test_a_fork_while_a_start_hook_is_registered_leaves_the_child_able_to_start() -> None:
+    """The start hooks' lock, held by another thread at the fork, is a fresh one in the child:
+    a notifier started there does not hang."""
+    output = run_script(
+        """
+        import os, select, sys, threading, warnings
+        from notifier import seams
+
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            with seams._lock:  # what a thread registering a hook does
+                held.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(10)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads: on purpose
+            pid = os.fork()
+        if pid == 0:
+            seams.on_start(lambda notifier: None)
+            os._exit(0)
+        release.set()
+        exited = os.pidfd_open(pid)
+        if not select.select([exited], [], [], 10)[0]:
+            os.kill(pid, 9)
+            sys.exit("the child hung on the start hooks' lock")
+        os.close(exited)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        holder.join()
+        print("child-started")
+        """,
+    )
+    assert "child-started" in output, output
+
+
 def test_old_pattern_fails_across_loops_and_notifier_path_does_not(
     redis_server: RedisServer,
     collector_factory: Callable[..., EventCollector],
