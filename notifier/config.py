@@ -147,7 +147,7 @@ SECRET_MIN = 32  # characters: an HMAC key of at least 256 bits of text
 
 
 def _cookie_name(name: str) -> bool:
-    return bool(name) and all(c.isalnum() or c in "-_." for c in name)
+    return bool(name) and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name)
 
 
 def _header_bytes(size: int) -> bool:

@@ -7,6 +7,7 @@ from the library's code, and runs against a real redis-server with a real subscr
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -459,6 +460,22 @@ def _positive_int(v: Any) -> bool:
     return type(v) is int and v > 0
 
 
+def _strings(v: Any, ok: Callable[[str], bool]) -> bool:
+    return type(v) is list and all(type(s) is str and ok(s) for s in v)
+
+
+def _origin(text: str) -> bool:
+    return text == "*" or re.fullmatch(r"https?://[^/]+", text) is not None
+
+
+def _network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 LEVELS = ("debug", "info", "warning", "error", "critical")
 DEFAULT_MAXSIZE, DEFAULT_MAX_BACKOFF, DEFAULT_INITIAL_BACKOFF = 10_000, 5.0, 0.05
 DEFAULT_HEARTBEAT, DEFAULT_STALE_AFTER = 1.0, 2.0
@@ -502,6 +519,16 @@ KEYS: dict[str, Key] = {
     "gateway.heartbeat_interval": Key(_positive),
     "gateway.retry_ms": Key(_positive_int),
     "gateway.history_connections": Key(_positive_int),
+    "gateway.workers": Key(lambda v: type(v) is int and v >= 0),
+    "gateway.allowed_origins": Key(lambda v: _strings(v, _origin)),
+    "gateway.max_connections_per_client": Key(_positive_int),
+    "gateway.trusted_proxies": Key(lambda v: _strings(v, _network)),
+    "gateway.token_cookie": Key(
+        lambda v: type(v) is str and re.fullmatch(r"[A-Za-z0-9._-]+", v) is not None
+    ),
+    "gateway.send_timeout": Key(_positive),
+    "gateway.header_timeout": Key(_positive),
+    "gateway.max_header_bytes": Key(lambda v: type(v) is int and 1024 <= v <= 1_048_576),
 }
 
 
@@ -538,6 +565,8 @@ toml_scalars = st.one_of(
     st.booleans(),
     st.text(max_size=12),
     st.sampled_from(list(LEVELS) + ["drop_newest", "drop_oldest", "INFO", " ", ""]),
+    st.sampled_from(["*", "https://app.example.com", "http://h:8", "https://a/", "10.0.0.0/8"]),
+    st.sampled_from(["::1", "127.0.0.1", "10.0.0.300", "notifier_token", "a b", "tok\u00e9n"]),
 )
 toml_values = st.one_of(
     toml_scalars,
@@ -572,6 +601,8 @@ def test_each_key_accepts_what_the_docs_say_and_names_itself_otherwise(
         loaded = getattr(getattr(load_config(path), table), key)
         # An integer given for seconds is loaded as the nearest float (2**53 + 1 -> 2**53).
         expected = float(value) if type(loaded) is float and type(value) is int else value
+        if type(value) is list:  # a list is kept as a tuple, so that the config stays frozen
+            expected, value = tuple(value), tuple(value)
         assert expected == loaded and type(loaded) in (type(value), float)
         return
     with pytest.raises(ConfigError) as caught:
