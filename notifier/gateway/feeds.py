@@ -2,7 +2,8 @@
 
 A message wakes the feed, the feed reads the task's history stream after the last entry it read
 (one XRANGE per wake-up and task, never per subscriber), and hands each entry to every
-subscriber's bounded buffer; the entries carry the stream ids that browsers resume from. For a
+subscriber's bounded buffer, all that one read returned at once (to a waiting client's socket,
+in one write); the entries carry the stream ids that browsers resume from. For a
 task whose stream holds nothing (publishers without ``[history]``) a message is handed on as it
 came, without an id. Once a task's events are in its stream, a message that the read after the
 last entry does not return is one at or before that entry: it was handed on already, or it is in
@@ -93,21 +94,25 @@ class Feed:
                     # the hub's tick) reads the stream again, these messages' entries included.
                     self._live = live + self._live
                     return
+                new: list[Entry] = []
                 for raw_id, payload in entries:
                     self.last_id = raw_id
                     self.in_stream = True
-                    self._hand_on(make_entry(raw_id, payload), payload)
+                    self._add_new(new, make_entry(raw_id, payload), payload)
                 if not self.in_stream:  # no history: messages are all there is
                     for payload in live:
-                        self._hand_on(None, payload)
+                        self._add_new(new, None, payload)
+                if new:
+                    for subscriber in list(self.subscribers):
+                        subscriber.push(new)
                 if not self._again:
                     return
         finally:
             self._reading = None
 
-    def _hand_on(self, entry: Entry | None, payload: bytes) -> None:
-        """Give an event to every subscriber once: by stream entry, or, for a message the stream
-        did not hold, as it came."""
+    def _add_new(self, new: list[Entry], entry: Entry | None, payload: bytes) -> None:
+        """Add an event to what this read hands on, unless it was handed on already: by stream
+        entry, or, for a message the stream did not hold, as it came."""
         event = decode_event(payload)
         event_id = str(event.get("event_id")) if event is not None else None
         if event_id in self._recent:
@@ -120,5 +125,4 @@ class Feed:
             self._recent[event_id] = None
             if len(self._recent) > RECENT_IDS:
                 self._recent.popitem(last=False)
-        for subscriber in list(self.subscribers):
-            subscriber.push(entry)
+        new.append(entry)

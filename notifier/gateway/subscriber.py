@@ -2,9 +2,11 @@
 
 The feed pushes (``feeds.py``); the client's transport waits and takes (``subscription.py``).
 While an SSE transport waits with nothing left to send, it may lend the subscriber a ``Sink``:
-the client's socket, which the feed's push then writes the entry's ready-made chunk to at once.
-That is one ``write()`` per delivery and no task switch: at thousands of subscribers the wake-up
-of each one's coroutine cost more than the write (``bench/gateway.py``). A socket that holds
+the client's socket, which the feed's push then writes the entries' ready-made chunks to at once,
+all that one read of the task's stream returned in one ``write()``, with no task switch: at
+thousands of subscribers the wake-up of each one's coroutine cost more than the write
+(``bench/gateway.py``). When the gateway falls behind, each read returns more entries, and each
+write carries more of them. A socket that holds
 unsent bytes, a terminal entry, or anything already buffered goes the usual way, through the
 buffer and the transport's coroutine, so the order is kept and a slow client still fills its
 bounded buffer. Everything here runs in the gateway's own event loop.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
 from typing import Protocol
 
 from notifier.gateway.entries import Entry
@@ -41,17 +44,29 @@ class Subscriber:
         self.overflowed = False  # the buffer filled up: the client is too slow
         self.heartbeat_due = False  # set by the hub's ticker: a quiet stream says it is alive
 
-    def push(self, entry: Entry) -> None:
+    def push(self, entries: Sequence[Entry]) -> None:
+        """Entries for this client, in order: written to its socket at once when it can take
+        them, up to a terminal one; the rest buffered for its transport."""
         if self.overflowed:
             return
         sink = self.sink
-        if sink is not None and not self.queue and not entry.terminal and sink.ready():
-            if self._is_new(entry):
-                sink.write(entry.chunk)
-            return
-        if len(self.queue) >= self.limit:
-            self.overflowed = True  # the transport disconnects it, saying why
-        else:
+        if sink is not None and not self.queue and sink.ready():
+            chunks, written = [], 0
+            for entry in entries:
+                if entry.terminal:  # the transport ends the stream with it
+                    break
+                written += 1
+                if self._is_new(entry):
+                    chunks.append(entry.chunk)
+            if chunks:
+                sink.write(b"".join(chunks))
+            entries = entries[written:]
+            if not entries:
+                return
+        for entry in entries:
+            if len(self.queue) >= self.limit:
+                self.overflowed = True  # the transport disconnects it, saying why
+                break
             self.queue.append(entry)
         self.wake()
 
