@@ -53,9 +53,14 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-# Not in CI: 10,000 SSE subscribers on one gateway process against one subscription per page,
-# side by side; writes bench/results/gateway.md. Arguments: python -m bench.gateway --help.
-bench-gateway: $(STAMP)
+# Not in CI: 10,000 SSE subscribers at 1,000 events/s on `notifier gateway` with 1 and N workers
+# and on a plain sse-starlette endpoint with one Redis subscription per page, one after another
+# in one run: p99 publish->client, CPU, and the best rate each holds within a 50 ms p99; writes
+# bench/results/gateway.md and .json. About 15 minutes; BENCH_ARGS="--no-search" skips the
+# rates, "--profile" adds py-spy, "--baseline DIR" runs an earlier checkout's gateway beside
+# (an A/B). Installs the bench extra (sse-starlette, py-spy). Arguments: python -m bench.gateway
+# --help.
+bench-gateway: $(BENCH_STAMP)
 	$(BIN)/python -m bench.gateway $(BENCH_ARGS)
 
 # Sentinel and Cluster on topologies started here: a plain Sentinel client's loss through a
