@@ -34,14 +34,14 @@ For each design:
 1. Idle: Redis connections held by the server, its RSS per idle subscriber (with the streams
    open and quiet, minus before, over their number; summed over its processes), and for hub-N
    the streams each worker holds.
-2. The row: ``--rate`` events/s over the tasks for ``--seconds``; the delay's p50/p99/max,
-   deliveries received against expected, the backlog (from the last publishing call to the last
-   delivery), and CPU seconds (server with its workers, load generator, redis-server,
-   publisher) over the publishing and the drain after it.
-3. The search (``--no-search`` skips it): probes of ``--probe-seconds`` on the same streams,
+2. The search (``--no-search`` skips it): probes of ``--probe-seconds`` on the same streams,
    from ``--search-from`` events/s doubling while the p99 stays within ``--budget-ms`` and every
    delivery arrives, then ``--search-steps`` bisections between the last rate that held and the
    first that did not: the best rate each design holds, and its deliveries/s.
+3. The row: ``--rate`` events/s over the tasks for ``--seconds``; the delay's p50/p99/max,
+   deliveries received against expected, the backlog (from the last publishing call to the last
+   delivery), and CPU seconds (server with its workers, load generator, redis-server,
+   publisher) over the publishing and the drain after it.
 
 ``--profile`` runs ``py-spy record`` (non-blocking, Python frames; ``--profile-native`` pauses
 the process for native frames too) on hub-1's server and its workers for the first
@@ -649,8 +649,10 @@ def _measure(
     try:
         return {
             **idle(bench, rss_before),
-            **row_at_rate(bench),
+            # The search first: the row overloads most designs, and a server that was overloaded
+            # may not be what it was (the peer's was not: a core busy, next to nothing sent).
             "search": search(bench) if args.search else None,
+            **row_at_rate(bench),
         }
     finally:
         load.close()
@@ -833,7 +835,6 @@ NAMED_FRAMES = [
     ),
     ("serve_sse: each stream's own SSE loop", ("serve_sse (",)),
     ("Feed._read: a task's stream read and hand-on", ("_read (notifier/gateway/feeds.py)",)),
-    ("Feed._hand_on: to each subscriber", ("_hand_on (notifier/gateway/feeds.py)",)),
     ("Subscriber.push: one subscriber's buffer or socket", ("push (notifier/gateway/subscr",)),
     ("history reads (XRANGE)", ("(notifier/gateway/history.py)",)),
     ("pub/sub replies (shards, link)", ("(notifier/gateway/shards.py)", "(notifier/link.py)")),
