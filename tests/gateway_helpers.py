@@ -163,6 +163,13 @@ class GatewayProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def assert_clean_log(self) -> None:
+        """No traceback in its log, and never a token or the secret."""
+        log = self.output()
+        assert "Traceback" not in log, log
+        assert SECRET not in log
+        assert "eyJ" not in log, log  # the start of every JWT
+
     def __enter__(self) -> GatewayProcess:
         return self.start()
 

@@ -18,6 +18,12 @@ import sqlalchemy as sa
 from notifier import NotifierConfig
 from notifier.config import QueueConfig, ReconnectConfig, RedisConfig
 
+
+def new_task(prefix: str) -> str:
+    """A task id of its own for one test: ``prefix`` and random hex."""
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
 # The environment for a `notifier` command: the test's own NOTIFIER_* settings left out, so that
 # the command reads only the config file it is given.
 CLEAN_ENV = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 import structlog
 from faultproxy import FaultProxy
-from helpers import make_config
+from helpers import make_config, new_task
 
 from notifier import InvalidEvent, Notifier, NotifierConfig
 from notifier.consumer import last_event, subscribe
@@ -21,10 +20,6 @@ from notifier.testing import EventCollector, RedisServer, wait_until
 Event = dict[str, Any]
 HISTORY = {"enabled": True, "maxlen": 100_000, "ttl_seconds": 600}
 TIMEOUT = 60.0  # whole-test deadline inside the event loop: generous, the machine is shared
-
-
-def new_task(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(4)}"
 
 
 def consumer_config(url: str) -> NotifierConfig:

@@ -4,7 +4,6 @@ tokens in a cookie and never in a log, and bad or hostile input answered with a 
 from __future__ import annotations
 
 import contextlib
-import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -13,7 +12,8 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from gateway_helpers import HISTORY, SECRET, GatewayProcess, wait_subscribed
+from gateway_helpers import HISTORY, GatewayProcess, wait_subscribed
+from helpers import new_task
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
@@ -48,23 +48,12 @@ def door(
         redis_server.url, tmp_path_factory.mktemp("door"), gateway_table=table
     ) as gateway:
         yield gateway
-    _assert_clean(gateway)
-
-
-def _assert_clean(gateway: GatewayProcess) -> None:
-    log = gateway.output()
-    assert "Traceback" not in log, log
-    assert SECRET not in log
-    assert "eyJ" not in log, log  # the start of every JWT
+    gateway.assert_clean_log()
 
 
 @pytest.fixture
 def publisher(redis_server: RedisServer, notifier_factory: Callable[..., Notifier]) -> Notifier:
     return notifier_factory(redis_server.url, history=HISTORY)
-
-
-def new_task(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(4)}"
 
 
 def token_for(gateway: GatewayProcess, task: str) -> str:
@@ -203,7 +192,7 @@ def test_a_token_in_its_cookie_is_accepted_and_no_token_is_ever_logged(
     log = gateway.output()
     for token in (good, bad, good.split(".")[2], bad.split(".")[2]):
         assert token not in log
-    _assert_clean(gateway)
+    gateway.assert_clean_log()
 
 
 # Bad input: a clear 4xx and nothing else ----------------------------------------------------
