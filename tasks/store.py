@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -87,15 +89,35 @@ _checkpoints = sa.Table(
 _WRITE = "task_store_write"  # execution option for the SQLite "begin" hook: this will write
 
 
+BUSY_TIMEOUT_S = 30.0
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # sqlite3 must not emit BEGIN by itself: _sqlite_on_begin chooses the kind of BEGIN.
     dbapi_connection.isolation_level = None
     # busy_timeout first: switching to WAL takes a lock another process may hold. WAL lets readers
     # and the writer run side by side; synchronous=NORMAL is crash-safe under WAL and fsyncs less.
-    dbapi_connection.executescript(
-        "PRAGMA busy_timeout = 30000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
-        " PRAGMA foreign_keys = ON;"
-    )
+    dbapi_connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    _switch_to_wal(dbapi_connection)
+    dbapi_connection.executescript("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+
+
+def _switch_to_wal(dbapi_connection: Any) -> None:
+    """``journal_mode = WAL``, a no-op once the file is in WAL (it stays so). Connections that
+    switch a new file at once each hold a shared lock and want an exclusive one: SQLite answers
+    one of them "database is locked" at once, without waiting on busy_timeout (waiting could
+    deadlock). That one lets its lock go and asks again, within the same busy_timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)  # a backoff between tries: the other connection finishes its switch
+        pause = min(pause * 2, 0.2)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
