@@ -175,12 +175,16 @@ def encode_failure(task_id: str, error: object, extra: Mapping[str, Any], max_by
         if len(text) <= len(_FIT_MARKER):
             raise  # the error text is not what is wrong: the extras are the caller's to fix
     data["error"] = ""
-    spare = max_bytes - len(encode_event(task_id, "failed", data, max_bytes)) - len(_FIT_MARKER)
+    empty = len(encode_event(task_id, "failed", data, max_bytes))
+    spare = max_bytes - empty - len(_FIT_MARKER) - _ENVELOPE_SLACK
     data["error"] = text.encode()[: max(0, spare)].decode("utf-8", "ignore") + _FIT_MARKER
     return encode_event(task_id, "failed", data, max_bytes)
 
 
 _FIT_MARKER = "... [truncated to fit queue.max_event_bytes]"
+# The event that is sent is not the one measured: its id's counter may have gained a digit, and
+# its timestamp may have microseconds where the other's had none (orjson leaves out ".000000").
+_ENVELOPE_SLACK = 8
 
 
 def describe_error(error: object) -> tuple[str, str | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import json
 import math
 import uuid
@@ -16,7 +17,7 @@ import pytest
 from helpers import assert_invariant
 from structlog.testing import capture_logs
 
-from notifier import InvalidEvent, Notifier, NotifierError, default
+from notifier import InvalidEvent, Notifier, NotifierError, default, events
 from notifier.events import ERROR_MAX_CHARS, TASK_ID_MAX
 from notifier.testing import EventCollector, RedisServer
 
@@ -217,6 +218,19 @@ def test_publish_failed_extras_and_oversize_fallback(
     assert event["data"]["error"].endswith("[truncated to fit queue.max_event_bytes]")
     assert len(collector.raw[0]) <= 4096
     json.loads(collector.raw[0].decode("utf-8"))
+
+
+@pytest.mark.parametrize("counter", [0xE, 0xFE, 0xFFE])
+def test_an_error_cut_to_fit_fits_when_the_event_id_gains_a_digit(
+    monkeypatch: pytest.MonkeyPatch, counter: int
+) -> None:
+    """The fit is measured on one event and sent as another: when the id's counter crosses a
+    power of 16 in between, the sent one is a byte longer, and must fit all the same (it
+    raised, and publish_failed counted the failure as an invalid drop)."""
+    monkeypatch.setattr(events, "_id_counter", itertools.count(counter))
+    payload = events.encode_failure("t", "x" * 10_000, {}, 4096)
+    assert len(payload) <= 4096
+    assert json.loads(payload)["data"]["error"].endswith("[truncated to fit queue.max_event_bytes]")
 
 
 def test_extras_must_not_override_reserved_fields(notifier: Notifier) -> None:
