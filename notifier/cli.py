@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from notifier import schema as schemas
 from notifier.exceptions import NotifierError
 from notifier.health_check import default_health_url, fetch_report, health_url, summary
 from notifier.listener import Listener
@@ -114,6 +115,16 @@ def publish(args: argparse.Namespace) -> int:
         f"not published to {channel} at {config.redis.safe_url} within {timeout}s "
         f"(dropped: {why}){detail}"
     )
+
+
+def schema(args: argparse.Namespace) -> int:
+    """Print one schema as its file holds it; without a name, each schema's name and file."""
+    if args.name is None:
+        for name in schemas.SCHEMAS:
+            print(f"{name}\t{schemas.path(name)}")
+        return 0
+    sys.stdout.write(schemas.text(args.name))
+    return 0
 
 
 # Helpers ----------------------------------------------------------------------------------
@@ -230,6 +241,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="processes serving the port (default: [gateway] workers; 0: one per core)",
     )
+
+    shown = command("schema", schema, "Print the events' JSON Schema (draft 2020-12).")
+    shown.add_argument("name", nargs="?", choices=sorted(schemas.SCHEMAS), help="one schema")
 
     pub = command("publish", publish, "Publish one event through a notifier; exit 1 if lost.")
     pub.add_argument("task_id")

@@ -32,7 +32,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from notifier.config import NotifierConfig
-from notifier.events import TERMINAL_TYPES, check_task_id
+from notifier.events import check_task_id
+from notifier.eventtypes import TERMINAL_TYPES
 from notifier.feed import MESSAGES, TRANSPORT_ERRORS, Feed, entries_of
 from notifier.loader import default_config
 from notifier.logs import Logger, get_logger

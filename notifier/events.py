@@ -22,25 +22,25 @@ from typing import Any
 
 import orjson
 
+from notifier.eventtypes import ERROR_MAX_CHARS
 from notifier.exceptions import InvalidEvent
 
 TASK_ID_MAX = 256
 EVENT_TYPE_MAX = 64
-ERROR_MAX_CHARS = 4096
-# The events that end a task run: subscribe() stops after one, and coalescing never lets a
-# task's progress overtake one (notifier/coalesce.py).
-TERMINAL_TYPES = frozenset({"completed", "failed", "revoked"})
-
 # A task id names a Redis channel (and, with history, a stream key). Whitespace and control
 # characters break line-based tools and logs; `*?[]` would make a PSUBSCRIBE listener match other
-# tasks' channels. Everything else, non-ASCII letters included, is allowed.
-_TASK_ID_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f-\x9f*?\[\]]")  # C0, DEL and C1 controls
-_EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]+")
+# tasks' channels. Everything else, non-ASCII letters included, is allowed. (The characters of a
+# regular expression's class, so that notifier/schema writes the same rule.)
+TASK_ID_FORBIDDEN = r"\s\x00-\x1f\x7f-\x9f*?\[\]"  # whitespace; C0, DEL and C1 controls
+EVENT_TYPE_CHARS = r"A-Za-z0-9_.:-"
+ID_PREFIX_BYTES = 8  # an event id: this many random bytes in hex, "-", a counter in hex
+_TASK_ID_FORBIDDEN = re.compile(f"[{TASK_ID_FORBIDDEN}]")
+_EVENT_TYPE = re.compile(f"[{EVENT_TYPE_CHARS}]+")
 _OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
 def _new_id_prefix() -> str:
-    return os.urandom(8).hex()
+    return os.urandom(ID_PREFIX_BYTES).hex()
 
 
 # Event ids: a random per-process prefix and a counter. Unique across processes (the prefix is

@@ -16,7 +16,8 @@ import janus
 from notifier.batch import Item
 from notifier.coalesce import Coalescer, Slot
 from notifier.config import NotifierConfig
-from notifier.events import TERMINAL_TYPES, describe_error
+from notifier.events import describe_error
+from notifier.eventtypes import TERMINAL_TYPES
 from notifier.ledger import CLOSED, EVICTED, QUEUE_FULL, Ledger
 from notifier.logs import Logger
 

@@ -39,14 +39,13 @@ from celery import signals
 from notifier import default
 from notifier.coalesce import remember
 from notifier.events import describe_error, truncate
+from notifier.eventtypes import RESULT_REPR_MAX, TRACEBACK_TAIL
 from notifier.logs import get_logger
 
 # channel_key(task_name, task_id, args, kwargs): the id whose channel gets the task's lifecycle
 # events, or None for no lifecycle events for this task.
 ChannelKey = Callable[[str, str, Sequence[Any], Mapping[str, Any]], str | None]
 
-RESULT_REPR_MAX = 1000  # characters of repr() for a result that is not exact JSON
-TRACEBACK_TAIL = 2000  # characters of a failure's traceback, from its end
 RESULT_JSON_MAX = 16 * 1024  # a result encoded larger than this is sent as its repr
 
 _SIGNALS = ("task_prerun", "task_retry", "task_success", "task_failure", "task_revoked")

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from celery_harness import AppWorker
 from fault_helpers import report
+from jsonschema import Draft202012Validator
 
-from notifier import NotifierConfig, load_config
+from notifier import NotifierConfig, load_config, schema
 from notifier.consumer import subscribe
-from notifier.events import TERMINAL_TYPES
+from notifier.eventtypes import TERMINAL_TYPES
 from notifier.testing import RedisServer, wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -64,9 +65,13 @@ class Worker(AppWorker):
 
     def history(self, channel: str) -> list[str]:
         """The types of the events in the channel's history stream, in order."""
+        return [_type(payload) for payload in self.payloads(channel)]
+
+    def payloads(self, channel: str) -> list[bytes]:
+        """The events in the channel's history stream, in order, as published."""
         with self.redis.client() as r:
             entries = r.xrange(self.config.history.key_prefix + channel)
-        return [_type(fields[b"event"]) for _, fields in entries]
+        return [fields[b"event"] for _, fields in entries]
 
 
 def _type(payload: bytes) -> str:
@@ -202,14 +207,23 @@ def test_progress_in_a_tight_loop_is_coalesced_and_never_overtakes_the_end(
 
 def test_every_run_above_ended_with_exactly_one_terminal_event(worker: Worker) -> None:
     """Runs last in this module: once the worker has stopped (its processes drained), each
-    task's whole history holds exactly one terminal event, and it is the last."""
+    task's whole history holds exactly one terminal event, and it is the last; and every
+    event of every run is valid by the published JSON Schema (notifier/schema)."""
     sent = list(worker.sent)
     assert len(sent) == 9
     worker.process.stop()
+    validator = Draft202012Validator(json.loads(schema.text("task-event")))
+    seen: set[str] = set()
     for task_id in sent:
         history = worker.history(task_id)
         terminals = [t for t in history if t in TERMINAL_TYPES]
         assert 1 == len(terminals) and history[-1] == terminals[0], (task_id, history)
+        for payload in worker.payloads(task_id):
+            event = json.loads(payload)
+            assert [] == [e.message for e in validator.iter_errors(event)], event
+            seen.add(event["type"])
+    # every type the lifecycle and the helpers make, from the runs above
+    assert {"started", "progress", "retrying", "completed", "failed", "revoked"} <= seen
 
 
 def test_a_recycled_child_per_task_ends_every_run(redis: RedisServer, tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ def test_the_wheel_ships_the_notifier_package_only(wheel: zipfile.ZipFile) -> No
     top_level = {name.split("/", 1)[0] for name in wheel.namelist()}
     assert {"notifier"} == {name for name in top_level if not name.endswith(".dist-info")}
     assert "notifier/py.typed" in wheel.namelist()
+    assert "notifier/schema/task-event.json" in wheel.namelist()  # `notifier schema`'s files
 
 
 @pytest.mark.timeout(300)

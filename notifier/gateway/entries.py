@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from notifier.events import TERMINAL_TYPES
+from notifier.eventtypes import TERMINAL_TYPES
 
 
 @dataclass(frozen=True, slots=True)
