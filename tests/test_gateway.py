@@ -424,13 +424,16 @@ def test_a_slow_client_is_cut_off_with_a_reason_and_resumes_without_a_gap(
 ) -> None:
     """client_buffer = 20: a client that stops reading while 900 large events arrive (more than
     the sockets between hold) is sent `event: overflow` with the reason, and its reconnect from
-    the last id it got misses nothing (the history keeps 1,000)."""
-    with GatewayProcess(
-        redis_server.url, tmp_path, gateway_table="client_buffer = 20\n"
-    ) as gateway:
+    the last id it got misses nothing (the history keeps 1,000). send_timeout is far longer
+    than the publishing takes on a loaded machine: past it, the client would be cut off
+    without the overflow frame (tests/test_gateway_door.py tests that)."""
+    table = "client_buffer = 20\nsend_timeout = 600.0\n"
+    with (
+        GatewayProcess(redis_server.url, tmp_path, gateway_table=table) as gateway,
+        socket.create_connection(("127.0.0.1", gateway.port)) as sock,
+    ):
         task = new_task("slow")
         token = issue_token(task, config=gateway.config)
-        sock = socket.create_connection(("127.0.0.1", gateway.port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.sendall(
             f"GET /tasks/{task}/events?token={token} HTTP/1.1\r\nHost: gw\r\n\r\n".encode()
@@ -447,7 +450,6 @@ def test_a_slow_client_is_cut_off_with_a_reason_and_resumes_without_a_gap(
             chunk = sock.recv(1 << 20)
             assert chunk, data[-300:]
             data += chunk
-        sock.close()
         assert b"client too slow" in data
         got = [json.loads(line[6:])["data"]["seq"] for line in data.split(b"\n")
                if line.startswith(b"data: {") and b'"tick"' in line]  # fmt: skip

@@ -28,7 +28,13 @@ from notifier.eventtypes import TYPES, EventType
 HERE = Path(__file__).resolve().parent
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 # orjson with OPT_UTC_Z: microseconds only when there are some
-TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z$"
+TIMESTAMP = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z"
+
+
+def _whole(body: str) -> str:
+    r"""A pattern that ``body`` must match all of: ``(?![\s\S])`` is the end of the text in
+    every dialect, where ``$`` also matches before a final newline in Python's and others."""
+    return f"^{body}(?![\\s\\S])"
 
 
 def _ecma(character_class: str) -> str:
@@ -68,25 +74,25 @@ def task_event() -> dict[str, Any]:
         "properties": {
             "event_id": {
                 "type": "string",
-                "pattern": f"^[0-9a-f]{{{2 * ID_PREFIX_BYTES}}}-[0-9a-f]+$",
+                "pattern": _whole(f"[0-9a-f]{{{2 * ID_PREFIX_BYTES}}}-[0-9a-f]+"),
                 "description": "unique: a random per-process prefix and a counter, in hex",
             },
             "type": {
                 "type": "string",
                 "maxLength": EVENT_TYPE_MAX,
-                "pattern": f"^[{EVENT_TYPE_CHARS}]+$",
+                "pattern": _whole(f"[{EVENT_TYPE_CHARS}]+"),
             },
             "task_id": {
                 "type": "string",
                 "minLength": 1,
                 "maxLength": TASK_ID_MAX,
-                "pattern": f"^[^{_ecma(TASK_ID_FORBIDDEN)}]+$",
+                "pattern": _whole(f"[^{_ecma(TASK_ID_FORBIDDEN)}]+"),
                 "description": "the channel's task (or the id lifecycle events are keyed by)",
             },
             "timestamp": {
                 "type": "string",
                 "format": "date-time",
-                "pattern": TIMESTAMP,
+                "pattern": _whole(TIMESTAMP),
                 "description": "when the publishing call was made, in UTC",
             },
             "data": {"type": "object"},
