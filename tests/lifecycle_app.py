@@ -1,5 +1,6 @@
 """A user's own Celery app for the lifecycle tests: its tasks never call the notifier, but for
-``lc.crunch``, which reports progress in a tight loop.
+``lc.crunch``, which reports progress in a tight loop, and ``lc.die``, which flushes before it
+kills itself.
 
 The app is configured as the tests' apps are (tests/celery_apps.py: the broker is the test's
 Redis); the notifier the usual way ($NOTIFIER_CONFIG, $NOTIFIER_REDIS_URL). $LIFECYCLE_MODE picks
@@ -64,6 +65,9 @@ def boom() -> None:
 
 @app.task(name="lc.die", bind=True)
 def die(self: Any) -> None:
+    # Its started event is sent first: a SIGKILL loses what the process still has queued, and
+    # what this task tests is the failed event that the worker's main process publishes.
+    notifier.flush(30)
     mark(self.request.id, "dying")
     os.kill(os.getpid(), signal.SIGKILL)
 
