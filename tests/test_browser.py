@@ -156,3 +156,90 @@ def test_the_page_resumes_through_a_gateway_restart_without_a_gap(
         assert [f"before {i}" for i in (1, 2, 3)] + [f"during {i}" for i in (4, 5, 6)] == messages
     finally:
         gateway.stop()
+
+
+# The browser client (notifier/gateway/client.js, the npm package in clients/js/) ---------------
+
+# Returns at once: {done}, the promise of what the watch saw, for the test to await later
+# (evaluate_handle would wait for a promise returned as such).
+WATCH = """([url, options]) => {
+    window.seen = [];
+    const states = [];
+    let refreshed = 0;
+    const done = (async () => {
+        const { watch } = await import("/client.js");
+        const watcher = watch(url, {
+            token: options.staleToken,
+            refreshToken: () => { refreshed += 1; return options.token; },
+            onConnection: (state) => states.push(state),
+        });
+        for await (const event of watcher) window.seen.push(event);
+        return { seen: window.seen, states, refreshed };
+    })();
+    return { done };
+}"""
+
+
+def start_watch(page: Any, gateway: GatewayProcess, task: str, stale: bool = False) -> Any:
+    """watch() in the page, from the gateway's own origin; the promise of what it saw."""
+    page.goto(gateway.url("/client.js"))
+    token = issue_token(task, config=gateway.config)
+    stale_token = token[:-4] + "AAAA" if stale else token  # its signature broken: 401
+    options = {"token": token, "staleToken": stale_token}
+    return page.evaluate_handle(WATCH, [f"/tasks/{task}/events", options])
+
+
+def test_the_client_follows_history_and_live_events_of_any_type_to_the_end(
+    page: Any, redis_server: RedisServer, publisher: Notifier, tmp_path: Path
+) -> None:
+    """watch() yields the history, then live events (an application's own type too), and
+    ends after the terminal event; a token the gateway refuses (401) is replaced through
+    refreshToken()."""
+    task = "client-ok"
+    with GatewayProcess(redis_server.url, tmp_path) as gateway:
+        assert publisher.publish_progress(task, 10, message="early")
+        assert publisher.flush(10)
+        done = start_watch(page, gateway, task, stale=True)
+        page.wait_for_function("window.seen && window.seen.length === 1")
+        wait_subscribed(redis_server, f"task:{task}")
+        assert publisher.publish(task, "waiting_review", {"reviewer": "ana"})
+        assert publisher.publish_progress(task, 90, message="late")
+        assert publisher.publish_completed(task, result={"rows": 3})
+        assert publisher.flush(10)
+        result = page.evaluate("(watching) => watching.done", done)
+        assert ["progress", "waiting_review", "progress", "completed"] == [
+            e["type"] for e in result["seen"]
+        ]
+        assert "open" == result["states"][0] and "closed" == result["states"][-1]
+        assert 1 == result["refreshed"]
+
+
+def test_the_client_resumes_through_a_gateway_restart_without_a_gap_or_a_repeat(
+    page: Any, redis_server: RedisServer, publisher: Notifier, tmp_path: Path
+) -> None:
+    task = "client-restart"
+    gateway = GatewayProcess(redis_server.url, tmp_path).start()
+    try:
+        done = start_watch(page, gateway, task)
+        wait_subscribed(redis_server, f"task:{task}")
+        for i in range(1, 4):
+            assert publisher.publish_progress(task, i * 10, message=f"before {i}")
+        assert publisher.flush(10)
+        page.wait_for_function("window.seen.length === 3")
+        gateway.stop()
+        for i in range(4, 7):  # while no gateway runs: only the history has them
+            assert publisher.publish_progress(task, i * 10, message=f"during {i}")
+        assert publisher.flush(10)
+        gateway.start()
+        page.wait_for_function("window.seen.length === 6", timeout=60_000)
+        wait_subscribed(redis_server, f"task:{task}")
+        assert publisher.publish_completed(task, result=None)
+        assert publisher.flush(10)
+        result = page.evaluate("(watching) => watching.done", done)
+        messages = [e["data"].get("message") for e in result["seen"]]
+        expected = [f"before {i}" for i in (1, 2, 3)] + [f"during {i}" for i in (4, 5, 6)]
+        assert [*expected, None] == messages
+        assert "reconnecting" in result["states"]
+        assert 0 == result["refreshed"]
+    finally:
+        gateway.stop()

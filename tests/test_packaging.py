@@ -43,6 +43,14 @@ def test_the_wheel_ships_the_notifier_package_only(wheel: zipfile.ZipFile) -> No
     assert {"notifier"} == {name for name in top_level if not name.endswith(".dist-info")}
     assert "notifier/py.typed" in wheel.namelist()
     assert "notifier/schema/task-event.json" in wheel.namelist()  # `notifier schema`'s files
+    assert "notifier/gateway/client.js" in wheel.namelist()  # the gateway's /client.js
+
+
+def test_the_npm_package_ships_the_gateways_own_client() -> None:
+    """clients/js/index.js is notifier/gateway/client.js (copy it after a change)."""
+    root = Path(__file__).resolve().parent.parent
+    served = (root / "notifier" / "gateway" / "client.js").read_bytes()
+    assert served == (root / "clients" / "js" / "index.js").read_bytes()
 
 
 @pytest.mark.timeout(300)

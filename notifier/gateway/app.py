@@ -56,6 +56,7 @@ class Gateway:
         self.door = FrontDoor(config.gateway)
         self._hub: Hub | None = None
         self.page = files("notifier.gateway").joinpath("page.html").read_bytes()
+        self.client_js = files("notifier.gateway").joinpath("client.js").read_bytes()
 
     @property
     def hub(self) -> Hub:
@@ -135,6 +136,7 @@ def create_app(config: NotifierConfig) -> GatewayApp:
     gateway = Gateway(config)
     routes = [
         Route("/", _Page(gateway)),
+        Route("/client.js", _ClientScript(gateway)),
         Route("/tasks/{task_id:task_id}/events", _Events(gateway)),
         Route("/tasks/{task_id:task_id}/last", _Last(gateway)),
         WebSocketRoute("/ws/tasks/{task_id:task_id}", _Socket(gateway)),
@@ -184,6 +186,22 @@ class _Page:
                     ),
                 },
             )
+        await response(scope, receive, send)
+
+
+class _ClientScript:
+    """The browser client (``watch()``), for ``import`` from the gateway's own origin; the same
+    file is the npm package in clients/js/. Public code: no token."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = Response(
+            self.gateway.client_js,
+            media_type="text/javascript; charset=utf-8",
+            headers={"Cache-Control": "no-cache", **self.gateway.cors_headers(Request(scope))},
+        )
         await response(scope, receive, send)
 
 
