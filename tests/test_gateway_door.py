@@ -268,6 +268,7 @@ def test_a_token_of_a_megabyte_or_a_request_line_of_64_kb_gets_414_or_431(
 @given(last_id=st.text(min_size=1, max_size=60).filter(lambda s: s.strip() and "\n" not in s))
 @example(last_id="1-2-3")
 @example(last_id="0-0" + "0" * 10_000)
+@example(last_id="0 ")
 def test_a_last_event_id_that_is_not_a_stream_id_gets_400(
     door: GatewayProcess, last_id: str
 ) -> None:
@@ -279,7 +280,8 @@ def test_a_last_event_id_that_is_not_a_stream_id_gets_400(
     task = new_task("resume")
     path = f"/tasks/{task}/events?token={token_for(door, task)}"
     assert 400 == status_of(door, path + f"&last_event_id={quote(last_id, safe='')}")
-    if last_id.isascii() and last_id.isprintable():
+    # (httpx sends no header value with whitespace at either end, nor one that is not ASCII)
+    if last_id.isascii() and last_id.isprintable() and last_id == last_id.strip():
         assert 400 == status_of(door, path, {"Last-Event-ID": last_id})
 
 
