@@ -2,6 +2,7 @@
 
 Without history, a batch is one PUBLISH per event. With history, it is an XADD then a PUBLISH
 per event, then one EXPIRE per task, all in one buffer; the replies come back in the same order.
+A workflow step is one EVAL in its place among them (``notifier/workflows/script.py``).
 XADD goes before PUBLISH: a consumer subscribes and then reads the stream, so an event it did not
 receive live must already be in the stream when it reads.
 
@@ -12,17 +13,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from notifier.coalesce import Slot
 from notifier.config import NotifierConfig
 from notifier.link import ReplyError, command, publish_command
 from notifier.topology.naming import Naming
+from notifier.workflows.script import Scripts
+from notifier.workflows.steps import Step
 
 # One queued event: the task id (it names the channel) and the encoded message, or for a
-# coalesced progress event the slot that holds the task's latest one (notifier/coalesce.py).
-Item = tuple[str, bytes | Slot]
-# An event on its way to Redis: the task id and the encoded message.
-Event = tuple[str, bytes]
+# coalesced progress event the slot that holds the task's latest one (notifier/coalesce.py), or
+# for a workflow the step, under the workflow's channel id (notifier/workflows/).
+Item = tuple[str, bytes | Slot | Step]
+# An event on its way to Redis: the task id and the encoded message, or a workflow's step.
+Event = tuple[str, bytes | Step]
 
 
 @dataclass(frozen=True)
@@ -42,18 +47,22 @@ class Packer:
         self._history = config.history.enabled
         self._maxlen = b"%d" % config.history.maxlen
         self._ttl = b"%d" % config.history.ttl_seconds
+        self._scripts = Scripts(naming, self._history, self._maxlen, self._ttl)
 
     def pack(self, batch: Sequence[Event]) -> tuple[bytes, int]:
         """The batch's commands in one buffer, and how many replies they will get."""
         naming, verb = self.naming, self.naming.publish
+        if _has_steps(batch):
+            return self._pack_mixed(batch)
+        plain = cast(Sequence[tuple[str, bytes]], batch)
         if not self._history:
             publishes = [
-                publish_command(naming.channel(t).encode(), data, verb) for t, data in batch
+                publish_command(naming.channel(t).encode(), data, verb) for t, data in plain
             ]
             return b"".join(publishes), len(publishes)
         packed: list[bytes] = []
         keys: dict[str, bytes] = {}
-        for task_id, payload in batch:
+        for task_id, payload in plain:
             key = keys.get(task_id)
             if key is None:
                 key = keys[task_id] = naming.key(task_id).encode()
@@ -62,9 +71,65 @@ class Packer:
         packed += [command(b"EXPIRE", key, self._ttl) for key in keys.values()]
         return b"".join(packed), len(packed)
 
-    def read(self, events: int, replies: Sequence[object]) -> Outcome:
-        """Sort the replies to a batch of ``events`` events packed by :meth:`pack`."""
+    def _pack_mixed(self, batch: Sequence[Event]) -> tuple[bytes, int]:
+        """pack() for a batch with workflow steps: each step's EVAL in its place."""
+        packed: list[bytes] = []
+        keys: dict[str, bytes] = {}
+        naming, verb = self.naming, self.naming.publish
+        for task_id, data in batch:
+            if isinstance(data, Step):
+                packed.append(self._scripts.command(data))
+                continue
+            channel = naming.channel(task_id).encode()
+            if self._history:
+                key = keys.get(task_id)
+                if key is None:
+                    key = keys[task_id] = naming.key(task_id).encode()
+                packed.append(command(b"XADD", key, b"MAXLEN", self._maxlen, b"*", b"event", data))
+            packed.append(publish_command(channel, data, verb))
+        packed += [command(b"EXPIRE", key, self._ttl) for key in keys.values()]
+        return b"".join(packed), len(packed)
+
+    def per_event(
+        self, batch: Sequence[Event], replies: Sequence[object]
+    ) -> list[tuple[object, ...]]:
+        """Each event's own replies, in order: (XADD, PUBLISH) with history, (PUBLISH,)
+        without, (EVAL,) for a workflow step."""
+        if not _has_steps(batch):
+            if not self._history:
+                return [(r,) for r in replies[: len(batch)]]
+            return [(replies[2 * i], replies[2 * i + 1]) for i in range(len(batch))]
+        own: list[tuple[object, ...]] = []
+        at = 0
+        for _, data in batch:
+            width = 1 if isinstance(data, Step) or not self._history else 2
+            own.append(tuple(replies[at : at + width]))
+            at += width
+        return own
+
+    def tail(self, batch: Sequence[Event], replies: Sequence[object]) -> list[object]:
+        """The replies after the events' own: one EXPIRE per task (not per workflow), in order
+        of first appearance, with history."""
         if not self._history:
+            return []
+        own = sum(1 if isinstance(data, Step) else 2 for _, data in batch)
+        return list(replies[own:])
+
+    @staticmethod
+    def expired(batch: Sequence[Event]) -> list[str]:
+        """The tasks whose EXPIRE ends the pack (with history), in order."""
+        return list(dict.fromkeys(t for t, data in batch if not isinstance(data, Step)))
+
+    def read(self, batch: Sequence[Event], replies: Sequence[object]) -> Outcome:
+        """Sort the replies to ``batch`` as :meth:`pack` packed it."""
+        events = len(batch)
+        publishes: Sequence[object]
+        history: Sequence[object]
+        if _has_steps(batch):
+            own = self.per_event(batch, replies)
+            publishes = [r[-1] for r in own]
+            history = [*(r[0] for r in own if len(r) == 2), *self.tail(batch, replies)]
+        elif not self._history:
             publishes, history = replies, []
         else:  # per event an XADD and a PUBLISH, then an EXPIRE per task
             publishes = replies[1 : 2 * events : 2]
@@ -74,3 +139,7 @@ class Packer:
             publish_errors=[r for r in publishes if isinstance(r, ReplyError)],
             history_errors=[r for r in history if isinstance(r, ReplyError)],
         )
+
+
+def _has_steps(batch: Sequence[Event]) -> bool:
+    return any(type(data) is not bytes for _, data in batch)

@@ -32,6 +32,9 @@ from celery import Celery, signals
 from notifier import default
 from notifier.config import NotifierConfig
 from notifier.lifecycle import ChannelKey, Lifecycle
+from notifier.workflows.canvas import Canvases, workflow_id
+
+__all__ = ["install", "pool_name", "workflow_id"]
 
 UNSUPPORTED_POOLS = ("eventlet",)
 TASK_END_FLUSH_TIMEOUT = 0.2  # the most a task's end waits for a Redis believed reachable
@@ -52,7 +55,9 @@ def install(
     ``lifecycle``: publish ``started``, ``retrying`` and exactly one terminal event (``completed``,
     ``failed``, ``revoked``) for every task run, from Celery's signals (``notifier/lifecycle.py``).
     ``channel_key(task_name, task_id, args, kwargs)`` names the channel for them (default: the
-    Celery task id; None: no lifecycle events for that task).
+    Celery task id; None: no lifecycle events for that task). With the lifecycle, a canvas (a
+    chain, a group, a chord) also gets a workflow channel (``notifier/workflows/``):
+    :func:`workflow_id` of what its ``apply_async`` returned names it.
     """
     handlers = _Handlers(default.configure(config), flush_on_task_end)
     for signal, receiver in (
@@ -67,8 +72,10 @@ def install(
         signal.connect(receiver, weak=False, dispatch_uid=f"notifier.{receiver.__name__}")
     if lifecycle:
         Lifecycle(channel_key).connect()
+        Canvases().connect(app)
     else:
         Lifecycle.disconnect()  # installing again with lifecycle=False turns it off
+        Canvases.disconnect()
 
 
 class _Handlers:

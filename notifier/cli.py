@@ -26,6 +26,7 @@ from notifier.health_check import default_health_url, fetch_report, health_url, 
 from notifier.listener import Listener
 from notifier.loader import load_config
 from notifier.publisher import Notifier
+from notifier.workflows import ids as workflows
 
 HTTP_TIMEOUT = 5.0
 
@@ -70,6 +71,8 @@ def listen(args: argparse.Namespace) -> int:
     backoff, until Ctrl-C or --timeout; each outage is said on stderr when it starts and ends.
     Pub/sub keeps nothing: what was published during an outage is not printed."""
     task_id = None if args.all else args.task_id
+    if args.workflow is not None:
+        task_id = workflows.channel_id(args.workflow)
     listener = Listener(load_config(args.config), task_id, args.count, args.timeout)
     try:
         listener.run()
@@ -229,6 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     which = sub.add_mutually_exclusive_group(required=True)
     which.add_argument("task_id", nargs="?", help="one task's events")
     which.add_argument("--all", action="store_true", help="every task's events")
+    which.add_argument("--workflow", metavar="ID", help="one workflow's events (a canvas's id)")
     sub.add_argument("--count", type=_positive(int), metavar="N", help="exit after N events")
     sub.add_argument("--timeout", type=_positive(float), metavar="S", help="exit after S seconds")
 

@@ -40,6 +40,7 @@ from notifier.logs import Logger, get_logger
 from notifier.redaction import describe, url_secrets
 from notifier.topology.clients import async_client
 from notifier.topology.naming import naming_for
+from notifier.workflows import ids as workflows
 
 Event = dict[str, Any]
 
@@ -52,6 +53,7 @@ def subscribe(
     follow: bool = False,
     config: NotifierConfig | None = None,
     check_interval: float = 5.0,
+    workflow: bool = False,
 ) -> AsyncGenerator[Event, None]:
     """The task's events as decoded dicts: its history (with ``replay``), then live ones.
 
@@ -61,9 +63,10 @@ def subscribe(
     once: after a ``break``, only garbage collection closes it. ``check_interval``: how long the
     channel may be quiet before the stream is read again and the connection is PINGed; a
     connection that stays silent for two intervals is replaced. Raises InvalidEvent here, at the
-    call, for a malformed task id.
+    call, for a malformed task id. ``workflow``: ``task_id`` is a workflow id, and the events
+    are its workflow's (``notifier/workflows/``).
     """
-    task_id = check_task_id(task_id)
+    task_id = _channel_id(task_id, workflow)
     if not check_interval > 0:
         raise ValueError(f"check_interval must be positive, got {check_interval!r}")
     cfg = _resolve(config, redis_url)
@@ -71,12 +74,17 @@ def subscribe(
 
 
 async def last_event(
-    task_id: str, *, redis_url: str | None = None, config: NotifierConfig | None = None
+    task_id: str,
+    *,
+    redis_url: str | None = None,
+    config: NotifierConfig | None = None,
+    workflow: bool = False,
 ) -> Event | None:
-    """The task's latest event from its history, or None when it has none (or no history is
-    kept). One attempt: a Redis that cannot be reached raises (RedisError, OSError, TimeoutError).
+    """The task's latest event from its history (its workflow's, with ``workflow``), or None
+    when it has none (or no history is kept). One attempt: a Redis that cannot be reached raises
+    (RedisError, OSError, TimeoutError).
     """
-    task_id = check_task_id(task_id)
+    task_id = _channel_id(task_id, workflow)
     cfg = _resolve(config, redis_url)
     client = async_client(cfg.redis)
     try:
@@ -221,6 +229,10 @@ class _Reader:
                 self._seen.popitem(last=False)
             fresh.append(event)
         return fresh
+
+
+def _channel_id(task_id: str, workflow: bool) -> str:
+    return workflows.channel_id(task_id) if workflow else check_task_id(task_id)
 
 
 def _resolve(config: NotifierConfig | None, redis_url: str | None) -> NotifierConfig:

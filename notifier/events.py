@@ -36,7 +36,7 @@ EVENT_TYPE_CHARS = r"A-Za-z0-9_.:-"
 ID_PREFIX_BYTES = 8  # an event id: this many random bytes in hex, "-", a counter in hex
 _TASK_ID_FORBIDDEN = re.compile(f"[{TASK_ID_FORBIDDEN}]")
 _EVENT_TYPE = re.compile(f"[{EVENT_TYPE_CHARS}]+")
-_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
 def _new_id_prefix() -> str:
@@ -127,7 +127,7 @@ def encode_event(task_id: str, event_type: str, data: Mapping[str, Any], max_byt
         "data": data,
     }
     try:
-        payload = orjson.dumps(envelope, option=_OPTIONS)
+        payload = orjson.dumps(envelope, option=JSON_OPTIONS)
     except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
         raise InvalidEvent(f"event data is not JSON-serialisable: {exc}") from None
     # orjson writes NaN and infinities as null, which would change the data silently. They are

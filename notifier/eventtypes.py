@@ -117,3 +117,51 @@ TYPES: tuple[EventType, ...] = (
 )
 
 TERMINAL_TYPES = frozenset(t.name for t in TYPES if t.terminal)
+
+# Workflow events (notifier/workflows/): every one ends its data with the workflow's counts.
+COUNT = {"type": "integer", "minimum": 0}
+WORKFLOW_COUNTS: Mapping[str, Field] = {
+    "total": Field(COUNT, "members known: declared by the canvas, or seen, if more"),
+    "completed": Field(COUNT, "members that succeeded"),
+    "failed": Field(COUNT, "members that failed, were revoked or were lost"),
+    "running": Field(COUNT, "members started and not ended"),
+    "progress": Field(
+        {"type": "number"},
+        "the mean of the members' last progress; a completed member counts 100, one without "
+        "progress 0",
+    ),
+}
+MEMBER = Field(STRING, "the member: the channel id of its task")
+
+WORKFLOW_TYPES: tuple[EventType, ...] = (
+    EventType(
+        "member",
+        "one of the members' events, and the counts after it",
+        {
+            "member": MEMBER,
+            "event": Field({"type": "object"}, "the member's event as its own channel has it"),
+            **WORKFLOW_COUNTS,
+        },
+    ),
+    EventType(
+        "completed",
+        "every member succeeded, a chord's callback included",
+        WORKFLOW_COUNTS,
+        terminal=True,
+    ),
+    EventType(
+        "failed",
+        "a member failed, was revoked or was lost (SIGKILL, a time limit): the workflow cannot "
+        "succeed. Sent at the first such member; the others may still be running",
+        {
+            "member": MEMBER,
+            "error": Field(
+                {"type": "string", "minLength": 1, "maxLength": ERROR_MAX_CHARS},
+                'the member\'s error, as its failed event has it; "revoked" for a revoked one',
+            ),
+            "error_type": Field({"type": ["string", "null"]}, "the exception's class name"),
+            **WORKFLOW_COUNTS,
+        },
+        terminal=True,
+    ),
+)

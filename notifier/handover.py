@@ -10,6 +10,7 @@ waiting replaces it in place instead of queueing (``notifier/coalesce.py``).
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import janus
 
@@ -20,6 +21,7 @@ from notifier.events import describe_error
 from notifier.eventtypes import TERMINAL_TYPES
 from notifier.ledger import CLOSED, EVICTED, QUEUE_FULL, Ledger
 from notifier.logs import Logger
+from notifier.workflows.steps import Step
 
 # What an event is to the queue: sent as is, coalesced (progress), or the end of its task.
 PLAIN, PROGRESS, TERMINAL = 0, 1, 2
@@ -43,16 +45,21 @@ class Handover:
         return TERMINAL if event_type in TERMINAL_TYPES else PLAIN
 
     def offer(
-        self, queue: janus.SyncQueue[Item], task_id: str, payload: bytes, kind: int, open: bool
+        self,
+        queue: janus.SyncQueue[Item],
+        task_id: str,
+        payload: bytes | Step,
+        kind: int,
+        open: bool,
     ) -> bool:
         """Put one event; True when accepted. ``open``: the notifier takes events (a progress
         event may then go into its task's waiting slot)."""
         ledger, coalescer = self._ledger, self._coalescer
         with ledger.lock:
-            if kind == PROGRESS and open and coalescer.replace(task_id, payload):
+            if kind == PROGRESS and open and coalescer.replace(task_id, cast(bytes, payload)):
                 ledger.coalesce()  # the task's previous progress is still waiting: it is replaced
                 return True
-            item: Item = (task_id, Slot(payload) if kind == PROGRESS else payload)
+            item: Item = (task_id, Slot(cast(bytes, payload)) if kind == PROGRESS else payload)
             if kind == TERMINAL:
                 coalescer.hurry(task_id)  # before the put: see Coalescer.hurry
             try:

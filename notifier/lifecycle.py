@@ -21,6 +21,11 @@ on the same channel (``publish_completed`` on its own id, say) gets none from he
 never publishes two for one task id (the main process sees both ``TimeLimitExceeded`` and the
 lost child it killed).
 
+A task that belongs to a workflow (``notifier/workflows/``) joins it for its run: each of these
+events, and every event the task's own code publishes on its channel meanwhile, is also a step
+of the workflow. The worker's main process joins it when the task is received, so that what it
+publishes for a lost child counts too.
+
 Every receiver is guarded: a lifecycle event that cannot be made is logged as
 ``lifecycle_event_failed`` and never disturbs the task or the worker.
 """
@@ -41,6 +46,7 @@ from notifier.coalesce import remember
 from notifier.events import describe_error, truncate
 from notifier.eventtypes import RESULT_REPR_MAX, TRACEBACK_TAIL
 from notifier.logs import get_logger
+from notifier.workflows.canvas import HEADER
 
 # channel_key(task_name, task_id, args, kwargs): the id whose channel gets the task's lifecycle
 # events, or None for no lifecycle events for this task.
@@ -48,7 +54,15 @@ ChannelKey = Callable[[str, str, Sequence[Any], Mapping[str, Any]], str | None]
 
 RESULT_JSON_MAX = 16 * 1024  # a result encoded larger than this is sent as its repr
 
-_SIGNALS = ("task_prerun", "task_retry", "task_success", "task_failure", "task_revoked")
+_SIGNALS = (
+    "task_received",
+    "task_prerun",
+    "task_retry",
+    "task_success",
+    "task_failure",
+    "task_revoked",
+    "task_postrun",
+)
 
 
 class Lifecycle:
@@ -74,6 +88,12 @@ class Lifecycle:
 
     # Receivers ------------------------------------------------------------------------------
 
+    def on_task_received(self, request: Any = None, **_: Any) -> None:
+        """In the worker's main process: a workflow's member joins it here too."""
+        headers = getattr(request, "request_dict", None) or {}
+        task_id, args, kwargs = _request_parts(request)
+        self._join(headers.get(HEADER), getattr(request, "task", None), task_id, args, kwargs)
+
     def on_task_prerun(
         self,
         sender: Any = None,
@@ -84,6 +104,8 @@ class Lifecycle:
     ) -> None:
         key = self._key(sender, task_id, args, kwargs)
         remember(self._started, task_id, time.monotonic())
+        workflow = getattr(getattr(sender, "request", None), HEADER, None)
+        self._join(workflow, sender, task_id, args, kwargs)
         if key is not None:
             retries = getattr(getattr(sender, "request", None), "retries", 0) or 0
             default.publish(key, "started", {"task": _name(sender), "retries": retries})
@@ -146,6 +168,8 @@ class Lifecycle:
         key = self._key(sender, task_id, args, kwargs)
         if key is None or self._ended(key, task_id):
             return
+        headers = getattr(request, "request_dict", None) or {}
+        self._join(headers.get(HEADER), sender, task_id, args, kwargs)
         data = {
             "task": _name(sender),
             "terminated": bool(terminated),
@@ -154,7 +178,33 @@ class Lifecycle:
         }
         default.publish(key, "revoked", data)
 
+    def on_task_postrun(
+        self,
+        sender: Any = None,
+        task_id: str = "",
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **_: Any,
+    ) -> None:
+        key = self._key(sender, task_id, args, kwargs)
+        if key is not None:
+            default.get_notifier().leave_workflow(key)
+
     # Helpers --------------------------------------------------------------------------------
+
+    def _join(
+        self,
+        workflow: object,
+        task: Any,
+        task_id: str,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+    ) -> None:
+        if not workflow or not isinstance(workflow, str):
+            return
+        key = self._key(task, task_id, args, kwargs)
+        if key is not None:
+            default.get_notifier().join_workflow(key, workflow)
 
     def _key(
         self,

@@ -25,16 +25,19 @@ from notifier.coalesce import Coalescer
 from notifier.config import NotifierConfig
 from notifier.events import check_event_type, check_task_id, encode_event, encode_failure
 from notifier.exceptions import InvalidEvent, NotifierError
-from notifier.handover import TERMINAL, Handover
+from notifier.handover import PLAIN, TERMINAL, Handover
 from notifier.ledger import CLOSED, Ledger
 from notifier.loader import default_config
 from notifier.logs import get_logger
 from notifier.sender import Sender
+from notifier.workflows.ids import PREFIX as WORKFLOW_PREFIX
+from notifier.workflows.steps import Step, member_step
 
 START_TIMEOUT = 5.0  # creating a loop and a queue in a new thread takes milliseconds
 FORCE_STOP_GRACE = 0.4  # after close()'s deadline, how long the thread gets to count and close
 
 _NEW, _RUNNING, _CLOSED = "new", "running", "closed"
+WORKFLOW_MEMBERS_MAX = 4096  # tasks remembered as workflow members (see join_workflow)
 
 # What a forked child inherited from its parent's notifier threads. The child must never touch
 # these (their locks may be held, their sockets are the parent's) nor let them be collected
@@ -70,6 +73,8 @@ class Notifier:
         self._sender: Sender | None = None
         self._thread: native.Thread | None = None
         self._queue: janus.SyncQueue[Item] | None = None
+        # channel id of a task -> its workflow id, for the tasks running in a workflow here
+        self._workflows: dict[str, str] = {}
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -182,7 +187,10 @@ class Notifier:
     def _publish(self, task_id: str, event_type: str, data: Mapping[str, Any]) -> bool:
         """publish() for an event type known to be valid (the helpers' own)."""
         payload = encode_event(check_task_id(task_id), event_type, data, self._max_bytes)
-        return self._offer(task_id, payload, self._handover.kind(event_type))
+        accepted = self._offer(task_id, payload, self._handover.kind(event_type))
+        if self._workflows and task_id in self._workflows:
+            self._to_workflow(task_id, event_type, payload, data.get("progress"))
+        return accepted
 
     def publish_failed(self, task_id: str, error: object, **extra: Any) -> bool:
         """Queue a ``failed`` event. Never raises, whatever its arguments: a malformed task id
@@ -194,7 +202,13 @@ class Notifier:
             payload = encode_failure(check_task_id(task_id), error, extra, self._max_bytes)
         except Exception as exc:  # the failure path: nothing may replace the task's own error
             return self._handover.refuse_invalid(exc)
-        return self._offer(task_id, payload, TERMINAL)
+        accepted = self._offer(task_id, payload, TERMINAL)
+        if self._workflows and task_id in self._workflows:
+            try:
+                self._to_workflow(task_id, "failed", payload, None)
+            except Exception as exc:  # never raises: the failure path
+                self._handover.refuse_invalid(exc)
+        return accepted
 
     def publish_progress(
         self, task_id: str, progress: float, message: str | None = None, **extra: Any
@@ -212,7 +226,32 @@ class Notifier:
         """Queue a ``completed`` event carrying ``result`` (any JSON value)."""
         return self._publish(task_id, "completed", {**extra, "result": result})
 
-    def _offer(self, task_id: str, payload: bytes, kind: int) -> bool:
+    # Workflows (notifier/workflows/) --------------------------------------------------------
+
+    def join_workflow(self, task_id: str, workflow_id: str) -> None:
+        """From now on, each event on ``task_id``'s channel is also a step of ``workflow_id``:
+        the task runs as one of its members."""
+        workflows = self._workflows
+        workflows.pop(task_id, None)
+        workflows[task_id] = workflow_id
+        if len(workflows) > WORKFLOW_MEMBERS_MAX:  # members this process never saw end
+            for stale in list(workflows)[: WORKFLOW_MEMBERS_MAX // 2]:
+                workflows.pop(stale, None)
+
+    def leave_workflow(self, task_id: str) -> None:
+        self._workflows.pop(task_id, None)
+
+    def publish_step(self, step: Step) -> bool:
+        """Queue a step of a workflow (notifier/workflows/steps.py)."""
+        return self._offer(WORKFLOW_PREFIX + step.workflow, step, PLAIN)
+
+    def _to_workflow(self, task_id: str, event_type: str, payload: bytes, progress: object) -> None:
+        workflow = self._workflows.get(task_id)
+        if workflow is not None:
+            progress = progress if event_type == "progress" else None
+            self.publish_step(member_step(workflow, task_id, event_type, payload, progress))
+
+    def _offer(self, task_id: str, payload: bytes | Step, kind: int) -> bool:
         queue = self._queue
         if queue is None:  # not started yet, or forked: the fork hook cleared it in the child
             queue = self._start_lazily()

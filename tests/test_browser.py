@@ -164,7 +164,7 @@ def test_the_page_resumes_through_a_gateway_restart_without_a_gap(
 # (evaluate_handle would wait for a promise returned as such).
 WATCH = """([url, options]) => {
     window.seen = [];
-    const states = [];
+    const states = [], progressed = [], ended = [];
     let refreshed = 0;
     const done = (async () => {
         const { watch } = await import("/client.js");
@@ -172,21 +172,26 @@ WATCH = """([url, options]) => {
             token: options.staleToken,
             refreshToken: () => { refreshed += 1; return options.token; },
             onConnection: (state) => states.push(state),
+            onProgress: (event) => progressed.push(event.data.progress),
+            onEnd: (event) => ended.push(event.type),
         });
         for await (const event of watcher) window.seen.push(event);
-        return { seen: window.seen, states, refreshed };
+        return { seen: window.seen, states, refreshed, progressed, ended };
     })();
     return { done };
 }"""
 
 
-def start_watch(page: Any, gateway: GatewayProcess, task: str, stale: bool = False) -> Any:
+def start_watch(
+    page: Any, gateway: GatewayProcess, task: str, stale: bool = False, workflow: bool = False
+) -> Any:
     """watch() in the page, from the gateway's own origin; the promise of what it saw."""
     page.goto(gateway.url("/client.js"))
-    token = issue_token(task, config=gateway.config)
+    token = issue_token(task, config=gateway.config, workflow=workflow)
     stale_token = token[:-4] + "AAAA" if stale else token  # its signature broken: 401
     options = {"token": token, "staleToken": stale_token}
-    return page.evaluate_handle(WATCH, [f"/tasks/{task}/events", options])
+    path = f"/workflows/{task}/events" if workflow else f"/tasks/{task}/events"
+    return page.evaluate_handle(WATCH, [path, options])
 
 
 def test_the_client_follows_history_and_live_events_of_any_type_to_the_end(
@@ -243,3 +248,26 @@ def test_the_client_resumes_through_a_gateway_restart_without_a_gap_or_a_repeat(
         assert 0 == result["refreshed"]
     finally:
         gateway.stop()
+
+
+def test_the_client_follows_a_workflow_to_its_end(
+    page: Any, redis_server: RedisServer, publisher: Notifier, tmp_path: Path
+) -> None:
+    """A workflow's URL: onProgress gets each member event with the workflow's progress, onEnd
+    its one terminal event, and the watch closes after it."""
+    from notifier.events import encode_event
+    from notifier.workflows.steps import declaration, member_step
+
+    workflow, members = "client-workflow", ["client-wf-a", "client-wf-b"]
+    with GatewayProcess(redis_server.url, tmp_path) as gateway:
+        done = start_watch(page, gateway, workflow, workflow=True)
+        wait_subscribed(redis_server, f"task:workflow:{workflow}")
+        assert publisher.publish_step(declaration(workflow, branch=members[0], size=2, seal=1))
+        for task in members:
+            payload = encode_event(task, "completed", {"result": None}, 1 << 20)
+            assert publisher.publish_step(member_step(workflow, task, "completed", payload))
+        assert publisher.flush(10)
+        result = page.evaluate("(watching) => watching.done", done)
+        assert ["member", "member", "completed"] == [e["type"] for e in result["seen"]]
+        assert [50, 100] == result["progressed"]
+        assert ["completed"] == result["ended"]

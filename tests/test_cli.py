@@ -182,6 +182,35 @@ def test_listen_prints_events_published_by_another_process(
     assert {"cli-1"} == {e["task_id"] for e in events}
 
 
+def test_listen_to_a_workflow_prints_its_events(redis_server: RedisServer, tmp_path: Path) -> None:
+    """listen --workflow ID prints the workflow's events, not those of the task of that id."""
+    from notifier import Notifier, load_config
+    from notifier.events import encode_event
+    from notifier.workflows.steps import declaration, member_step
+
+    config = str(write_config(tmp_path / "c.toml", redis_server.url))
+    errors = tmp_path / "listen.err"
+    with errors.open("w") as stderr:
+        process = listener(config, "--workflow", "cli-wf", "--count", "2", "--timeout", "30",
+                           cwd=tmp_path, stderr=stderr)  # fmt: skip
+        try:
+            wait_until(lambda: "listening on task:workflow:cli-wf" in errors.read_text(), 20)
+            with Notifier(load_config(config)) as n:
+                assert n.publish("cli-wf", "step", {})  # the task of that id
+                assert n.publish_step(declaration("cli-wf", branch="m", size=1, seal=1))
+                payload = encode_event("m", "completed", {"result": 1}, 1 << 20)
+                assert n.publish_step(member_step("cli-wf", "m", "completed", payload))
+            out, _ = process.communicate(timeout=30)
+        finally:
+            process.kill()
+            process.wait()
+    assert 0 == process.returncode, errors.read_text()
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [("member", "cli-wf"), ("completed", "cli-wf")] == [
+        (e["type"], e["workflow_id"]) for e in events
+    ]
+
+
 def test_listen_reconnects_when_redis_goes_away_and_keeps_printing(
     redis_factory: Callable[..., RedisServer], tmp_path: Path
 ) -> None:

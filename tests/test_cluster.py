@@ -294,3 +294,36 @@ def test_a_master_killed_in_mid_stream_loses_no_event(own_cluster: ClusterSet) -
         pacer = stream_through(n, fault)
         figures = check_every_event_stored(own_cluster, n, pacer)
         report("cluster_kill", **figures, refreshes=n.stats()["redis"]["failovers"])
+
+
+def test_a_workflow_runs_its_script_on_the_master_that_owns_its_slot(
+    cluster: ClusterSet, notifier_factory: Callable[..., Notifier]
+) -> None:
+    """A workflow's state, stream and SPUBLISH share its channel id's slot: its steps run there
+    as one script each, and a subscriber on a cluster reads it to its terminal event."""
+    from notifier.consumer import subscribe
+    from notifier.events import encode_event
+    from notifier.workflows.steps import declaration, member_step
+
+    n = notifier_factory(cluster.url(), history=HISTORY)
+    workflow, members = "cluster-workflow", [f"cluster-member-{i}" for i in range(3)]
+    assert n.publish_step(declaration(workflow, branch=members[0], size=3, seal=1))
+    for event_type in ("started", "completed"):
+        for task in members:
+            data: dict[str, Any] = {"task": "t", "retries": 0} if event_type == "started" else {}
+            payload = encode_event(task, event_type, data, 1 << 20)
+            assert n.publish_step(member_step(workflow, task, event_type, payload))
+    assert n.flush(30)
+    stats = n.stats()
+    assert stats["published"] == stats["accepted"] == 7, stats
+
+    async def collect() -> list[dict[str, Any]]:
+        async with asyncio.timeout(30):
+            return [e async for e in subscribe(workflow, config=n.config, workflow=True)]
+
+    events = asyncio.run(collect())
+    assert [e["type"] for e in events] == ["member"] * 6 + ["completed"]
+    assert events[-1]["data"]["completed"] == 3
+    key = f"task-history:{{workflow:{workflow}}}"
+    with cluster.owner_of(key.encode()).client() as client:
+        assert client.xlen(key) == 7 and client.exists(key + ":state")

@@ -1,4 +1,5 @@
-// notifier's browser client: follow one task's events from the gateway until its run ends.
+// notifier's browser client: follow one task's events (or one workflow's) from the gateway
+// until its run ends.
 //
 //   import { watch } from "/notifications/client.js";
 //   for await (const event of watch("/notifications/tasks/42/events", { token })) {
@@ -12,9 +13,12 @@
 // repeated. A `reset` (the history no longer holds that event) goes on from the latest event.
 // A 401 asks `refreshToken()` for a new token once per refusal. The iteration ends after the
 // run's terminal event (completed, failed, revoked), or when the gateway answers 204 (it ended
-// before). No dependencies; plain ES module. The same file is the gateway's /client.js.
+// before). A workflow's URL (/workflows/{id}/events) works the same way: each of its `member`
+// events carries the workflow's counts and progress, and it ends with its own completed or
+// failed. No dependencies; plain ES module. The same file is the gateway's /client.js.
 
 const TERMINAL = new Set(["completed", "failed", "revoked"]);
+const PROGRESS = new Set(["progress", "member"]); // a task's; a workflow's, after each member event
 const RETRY_STATUSES = new Set([408, 429, 500, 502, 503, 504]);
 
 export class WatchError extends Error {
@@ -98,7 +102,7 @@ class Watch {
               if (event === null) continue;
             }
             call(this.options.onEvent, event);
-            if (event.type === "progress") call(this.options.onProgress, event);
+            if (PROGRESS.has(event.type)) call(this.options.onProgress, event);
             yield event;
             if (TERMINAL.has(event.type)) {
               call(this.options.onEnd, event);

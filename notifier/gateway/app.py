@@ -6,7 +6,9 @@ Routes, each for one task and each behind its token (``?token=`` or ``Authorizat
 - ``GET /tasks/{id}/events``: Server-Sent Events, resumable with ``Last-Event-ID`` (or
   ``?last_event_id=``);
 - ``WS /ws/tasks/{id}``: the same events as WebSocket text frames (``?last_event_id=`` too);
-- ``GET /tasks/{id}/last``: the latest event as JSON, 404 when there is none.
+- ``GET /tasks/{id}/last``: the latest event as JSON, 404 when there is none;
+- ``GET /workflows/{id}/events``, ``WS /ws/workflows/{id}``, ``GET /workflows/{id}/last``: the
+  same for a workflow (``notifier/workflows/``), behind a token for the workflow id.
 
 A missing, garbled or expired token is 401, a valid one for another task 403; a WebSocket is
 closed with 1008 for either. Without ``[gateway] secret`` there are no tokens: only loopback
@@ -44,6 +46,7 @@ from notifier.gateway.transports import (
     serve_websocket,
 )
 from notifier.logs import Logger, get_logger
+from notifier.workflows import ids as workflows
 
 
 class Gateway:
@@ -140,6 +143,9 @@ def create_app(config: NotifierConfig) -> GatewayApp:
         Route("/tasks/{task_id:task_id}/events", _Events(gateway)),
         Route("/tasks/{task_id:task_id}/last", _Last(gateway)),
         WebSocketRoute("/ws/tasks/{task_id:task_id}", _Socket(gateway)),
+        Route("/workflows/{workflow_id:task_id}/events", _Events(gateway)),
+        Route("/workflows/{workflow_id:task_id}/last", _Last(gateway)),
+        WebSocketRoute("/ws/workflows/{workflow_id:task_id}", _Socket(gateway)),
     ]
 
     @contextlib.asynccontextmanager
@@ -211,7 +217,7 @@ class _Events:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        task_id = request.path_params["task_id"]
+        task_id = _channel_id(request)
         last_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
         refused = (
             _task_error(task_id)
@@ -259,7 +265,7 @@ class _Last:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        task_id = request.path_params["task_id"]
+        task_id = _channel_id(request)
         response: Response | None = _task_error(task_id) or _refused(self.gateway, request, task_id)
         if response is None:
             response = await self._latest(task_id)
@@ -282,7 +288,7 @@ class _Socket:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = WebSocket(scope, receive, send)
-        task_id = websocket.path_params["task_id"]
+        task_id = _channel_id(websocket)
         last_id = websocket.query_params.get("last_event_id")
         refusal = (
             _task_error(task_id)
@@ -312,6 +318,13 @@ class _Socket:
         finally:
             self.gateway.door.release(client)
             subscription.close()
+
+
+def _channel_id(conn: HTTPConnection) -> str:
+    """The id of the channel a route reads: its task id, or its workflow's channel id."""
+    if "workflow_id" in conn.path_params:
+        return workflows.PREFIX + str(conn.path_params["workflow_id"])
+    return str(conn.path_params["task_id"])
 
 
 def _task_error(task_id: str) -> JSONResponse | None:

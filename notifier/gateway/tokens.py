@@ -5,7 +5,8 @@ the gateway reads any of that task's routes only with it. JWT because it is a st
 backend in another language can issue with the same secret; PyJWT checks the signature, the
 expiry and the audience, so none of that is code of ours. Claims: ``sub`` (the task id), ``aud``
 (``notifier-gateway``, so that a token minted for something else with the same secret is
-refused), ``iat`` and ``exp``.
+refused), ``iat`` and ``exp``. A workflow's token names its channel id, ``workflow:<id>``, so it
+reads that workflow's routes and no task's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import jwt
 from notifier.config import NotifierConfig
 from notifier.events import check_task_id
 from notifier.exceptions import NotifierError
+from notifier.workflows import ids as workflows
 
 AUDIENCE = "notifier-gateway"
 ALGORITHM = "HS256"
@@ -32,9 +34,12 @@ class Access(Enum):
     OTHER_TASK = "other task"  # a valid token for another task: 403
 
 
-def issue_token(task_id: str, *, config: NotifierConfig, ttl: float = 3600) -> str:
-    """A token for ``task_id`` that expires in ``ttl`` seconds, signed with ``[gateway] secret``
-    (or ``$NOTIFIER_GATEWAY_SECRET``). Raises NotifierError when no secret is configured."""
+def issue_token(
+    task_id: str, *, config: NotifierConfig, ttl: float = 3600, workflow: bool = False
+) -> str:
+    """A token for ``task_id`` (a workflow id, with ``workflow``) that expires in ``ttl``
+    seconds, signed with ``[gateway] secret`` (or ``$NOTIFIER_GATEWAY_SECRET``). Raises
+    NotifierError when no secret is configured."""
     secret = config.gateway.secret
     if not secret:
         raise NotifierError(
@@ -43,7 +48,8 @@ def issue_token(task_id: str, *, config: NotifierConfig, ttl: float = 3600) -> s
     if not ttl > 0:
         raise ValueError(f"ttl must be positive, got {ttl!r}")
     now = int(time.time())
-    claims = {"sub": check_task_id(task_id), "aud": AUDIENCE, "iat": now, "exp": now + int(ttl)}
+    subject = workflows.channel_id(task_id) if workflow else check_task_id(task_id)
+    claims = {"sub": subject, "aud": AUDIENCE, "iat": now, "exp": now + int(ttl)}
     token: str = jwt.encode(claims, secret, algorithm=ALGORITHM)
     return token
 

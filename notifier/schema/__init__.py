@@ -2,9 +2,9 @@
 what it reads.
 
 Built from the definitions the publisher itself checks and makes events with: the limits and
-patterns of ``notifier/events.py`` and the type table of ``notifier/eventtypes.py``. The files
-beside this module (``task-event.json``) are what :func:`text` writes; a test keeps them equal,
-and ``notifier schema NAME`` prints one.
+patterns of ``notifier/events.py`` and the type tables of ``notifier/eventtypes.py``. The files
+beside this module (``task-event.json``, ``workflow-event.json``) are what :func:`text` writes;
+a test keeps them equal, and ``notifier schema NAME`` prints one.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from notifier.events import (
     TASK_ID_FORBIDDEN,
     TASK_ID_MAX,
 )
-from notifier.eventtypes import TYPES, EventType
+from notifier.eventtypes import TYPES, WORKFLOW_TYPES, EventType
 
 HERE = Path(__file__).resolve().parent
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -72,37 +72,70 @@ def task_event() -> dict[str, Any]:
         "required": ["event_id", "type", "task_id", "timestamp", "data"],
         "additionalProperties": False,
         "properties": {
-            "event_id": {
-                "type": "string",
-                "pattern": _whole(f"[0-9a-f]{{{2 * ID_PREFIX_BYTES}}}-[0-9a-f]+"),
-                "description": "unique: a random per-process prefix and a counter, in hex",
-            },
+            "event_id": EVENT_ID,
             "type": {
                 "type": "string",
                 "maxLength": EVENT_TYPE_MAX,
                 "pattern": _whole(f"[{EVENT_TYPE_CHARS}]+"),
             },
-            "task_id": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": TASK_ID_MAX,
-                "pattern": _whole(f"[^{_ecma(TASK_ID_FORBIDDEN)}]+"),
-                "description": "the channel's task (or the id lifecycle events are keyed by)",
-            },
-            "timestamp": {
-                "type": "string",
-                "format": "date-time",
-                "pattern": _whole(TIMESTAMP),
-                "description": "when the publishing call was made, in UTC",
-            },
+            "task_id": _id("the channel's task (or the id lifecycle events are keyed by)"),
+            "timestamp": STAMP,
             "data": {"type": "object"},
         },
         "allOf": [_typed(t) for t in TYPES],
     }
 
 
-def _typed(event_type: EventType) -> dict[str, Any]:
-    """``data``'s shape when ``type`` is ``event_type``."""
+def workflow_event() -> dict[str, Any]:
+    """The schema of one event on a workflow's channel, as the workflow script writes it."""
+    return {
+        "$schema": DRAFT,
+        "$id": "urn:notifier:schema:workflow-event",
+        "title": "A notifier workflow event",
+        "description": (
+            "One UTF-8 JSON object per message on a workflow's channel (workflow:<id>) and per "
+            "entry of its history stream: a member's event with the counts after it, then "
+            "exactly one terminal event."
+        ),
+        "type": "object",
+        "required": ["event_id", "type", "workflow_id", "timestamp", "data"],
+        "additionalProperties": False,
+        "properties": {
+            "event_id": EVENT_ID,
+            "type": {"enum": [t.name for t in WORKFLOW_TYPES]},
+            "workflow_id": _id("the canvas: its group id, or its chain's first task id"),
+            "timestamp": STAMP,
+            "data": {"type": "object"},
+        },
+        "allOf": [_typed(t, closed=True) for t in WORKFLOW_TYPES],
+    }
+
+
+EVENT_ID = {
+    "type": "string",
+    "pattern": _whole(f"[0-9a-f]{{{2 * ID_PREFIX_BYTES}}}-[0-9a-f]+"),
+    "description": "unique: a random per-process prefix and a counter, in hex",
+}
+STAMP = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": _whole(TIMESTAMP),
+    "description": "when the publishing call was made, in UTC",
+}
+
+
+def _id(description: str) -> dict[str, Any]:
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": TASK_ID_MAX,
+        "pattern": _whole(f"[^{_ecma(TASK_ID_FORBIDDEN)}]+"),
+        "description": description,
+    }
+
+
+def _typed(event_type: EventType, closed: bool = False) -> dict[str, Any]:
+    """``data``'s shape when ``type`` is ``event_type``; ``closed``: nothing else in it."""
     data: dict[str, Any] = {
         "type": "object",
         "properties": {
@@ -110,6 +143,8 @@ def _typed(event_type: EventType) -> dict[str, Any]:
             for name, f in event_type.fields.items()
         },
     }
+    if closed:
+        data["additionalProperties"] = False
     required = [name for name, f in event_type.fields.items() if f.required]
     if required:
         data["required"] = required
@@ -122,7 +157,10 @@ def _typed(event_type: EventType) -> dict[str, Any]:
     }
 
 
-SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {"task-event": task_event}
+SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
+    "task-event": task_event,
+    "workflow-event": workflow_event,
+}
 
 
 def text(name: str) -> str:

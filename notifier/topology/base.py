@@ -163,7 +163,7 @@ class Router(abc.ABC):
     def settle(self, batch: Sequence[Event], replies: Sequence[object]) -> Attempt:
         """An Attempt with every event settled by its replies; failed commands are logged.
         History writes that failed do not make the live event undelivered."""
-        outcome = self.packer.read(len(batch), replies)
+        outcome = self.packer.read(batch, replies)
         for event, errors in (
             ("notification_publish_failed", outcome.publish_errors),
             ("notification_history_failed", outcome.history_errors),

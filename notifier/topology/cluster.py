@@ -103,9 +103,10 @@ class ClusterRouter(Router):
             self._stale = True
             counts["errors"] += len(redirected)
         done = [e for i, e in enumerate(events) if i not in redirected]
-        kept = [r for i, r in enumerate(self._per_event(events, replies)) if i not in redirected]
+        own = self.packer.per_event(events, replies)
+        kept = [r for i, r in enumerate(own) if i not in redirected]
         settled = self.settle(
-            done, [r for pair in kept for r in pair] + self._tail(events, replies)
+            done, [r for pair in kept for r in pair] + self.packer.tail(events, replies)
         )
         counts["sent"] += sum(1 for _, failed in settled.settled if not failed)
         counts["errors"] += sum(1 for _, failed in settled.settled if failed)
@@ -125,26 +126,14 @@ class ClusterRouter(Router):
             (reply,) = await self.execute(link, replicas.wait, 1, 0)
         return True
 
-    def _per_event(
-        self, events: Sequence[Event], replies: Sequence[object]
-    ) -> list[tuple[object, ...]]:
-        """Each event's own replies: (XADD, SPUBLISH) with history, (SPUBLISH,) without."""
-        if not self.config.history.enabled:
-            return [(r,) for r in replies[: len(events)]]
-        return [(replies[2 * i], replies[2 * i + 1]) for i in range(len(events))]
-
-    def _tail(self, events: Sequence[Event], replies: Sequence[object]) -> list[object]:
-        """The replies after the events' own: one EXPIRE per task, with history."""
-        return list(replies[2 * len(events) :]) if self.config.history.enabled else []
-
     def _redirected(self, events: Sequence[Event], replies: Sequence[object]) -> set[int]:
         """The events one of whose commands was redirected (the slot is elsewhere, or moving),
         their task's EXPIRE included: the pack has one per task, in order of first appearance."""
-        tasks = list(dict.fromkeys(task_id for task_id, _ in events))
-        moved = {tasks[j] for j, r in enumerate(self._tail(events, replies)) if _redirect(r)}
+        tasks = self.packer.expired(events)
+        moved = {tasks[j] for j, r in enumerate(self.packer.tail(events, replies)) if _redirect(r)}
         return {
             i
-            for i, own in enumerate(self._per_event(events, replies))
+            for i, own in enumerate(self.packer.per_event(events, replies))
             if events[i][0] in moved or any(_redirect(r) for r in own)
         }
 
