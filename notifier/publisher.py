@@ -242,8 +242,13 @@ class Notifier:
         self._workflows.pop(task_id, None)
 
     def publish_step(self, step: Step) -> bool:
-        """Queue a step of a workflow (notifier/workflows/steps.py)."""
-        return self._offer(WORKFLOW_PREFIX + step.workflow, step, PLAIN)
+        """Queue a step of a workflow (notifier/workflows/steps.py); counted in ``accepted``
+        like any event, and in ``steps``."""
+        accepted = self._offer(WORKFLOW_PREFIX + step.workflow, step, PLAIN)
+        if accepted:
+            with self._ledger.lock:
+                self._ledger.steps += 1
+        return accepted
 
     def _to_workflow(self, task_id: str, event_type: str, payload: bytes, progress: object) -> None:
         workflow = self._workflows.get(task_id)

@@ -1,8 +1,9 @@
 """What a worker loads: the Celery app with its tasks, the notifier wired in, the worker's logs.
 
 Start a worker with ``celery -A tasks.celery_app worker``. The app and the task store are
-configured in ``tasks/application.py``, the tasks defined in ``tasks/workflow_resume_tasks.py``;
-this module imports both, so a worker registers the tasks, and neither of them knows it.
+configured in ``tasks/application.py``, the tasks defined in ``tasks/workflow_resume_tasks.py``
+and ``tasks/imports.py`` (a chord); this module imports them all, so a worker registers the
+tasks, and none of them knows it.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from celery.exceptions import TimeLimitExceeded, WorkerLostError
 
 import notifier
 import notifier.celery
-from tasks import reports
+from tasks import imports, reports
 from tasks.application import app, settings
 from tasks.logs import configure_logging
 from tasks.runtime import close_worker_loops
 from tasks.workflow_resume_tasks import mark_task_failed
 
-__all__ = ["app"]  # what ``celery -A tasks.celery_app`` looks up
+__all__ = ["app", "imports"]  # what ``celery -A tasks.celery_app`` looks up; the chord's tasks
 
 
 @signals.task_failure.connect

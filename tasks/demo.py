@@ -6,13 +6,16 @@ rejected, resume from a checkpoint, fail, or have their worker child killed in m
 prints each task's final database status next to the last notification received, and the
 notifier counters the worker's processes reported when they exited (through tasks/reports.py:
 whole lines in a file, never the shared log stream). Every Celery task run also shows its own
-lifecycle events (started, completed, failed) on its Celery task id. Exits 0 only when every check
-passes; each failed check is named with what it found.
+lifecycle events (started, completed, failed) on its Celery task id. An import job, a chord of
+eight files of which one fails, shows its workflow channel: how many files are done, failed and
+running, the job's progress, and its one terminal event, ``failed``, at the first failure.
+Exits 0 only when every check passes; each failed check is named with what it found.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 import tempfile
@@ -26,7 +29,7 @@ from typing import Any
 
 from notifier.testing import EventCollector, RedisServer, wait_until
 from tasks.launcher import WorkerProcess, client
-from tasks.settings import ENV_DATABASE_URL, load_settings
+from tasks.settings import ENV_DATABASE_URL, AppSettings, load_settings
 from tasks.store import TaskStore
 
 COLOURS = {
@@ -36,7 +39,10 @@ COLOURS = {
     "waiting_review": "33",
     "started": "2",
     "revoked": "35",
+    "member": "34",
 }
+IMPORT_FILES = [f"orders-{month:02d}.csv" for month in range(1, 9)]
+FAILING_FILE = IMPORT_FILES[4]
 CHILDREN = 2  # prefork children; each reports its notifier counters when it exits
 PROCESSES = CHILDREN + 1  # and the main process, which ends the runs of children it lost
 
@@ -83,13 +89,22 @@ class Screen:
         return f"\033[{code}m{text}\033[0m" if self.colour else text
 
     def event(self, e: dict[str, Any]) -> None:
-        line = f"{e['timestamp'][11:23]}  {e['task_id']:<36} {e['type']:<15} {describe(e)}"
+        channel = e.get("task_id") or f"workflow:{e.get('workflow_id', '')[:27]}"
+        line = f"{e['timestamp'][11:23]}  {channel:<36} {e['type']:<15} {describe(e)}"
         with self.lock:
             print(self.paint(line, COLOURS.get(e["type"], "0")), flush=True)
 
 
 def describe(event: dict[str, Any]) -> str:
     data, kind = event["data"], event["type"]
+    if "workflow_id" in event:
+        counts = (
+            f"{data['completed']}/{data['total']} done, {data['failed']} failed, "
+            f"{data['running']} running, {data['progress']:5.1f}%"
+        )
+        if kind == "member":
+            return f"{counts}  <- {data['event']['type']} of {data['member'][:8]}"
+        return f"{counts}  {data.get('error', '')}"
     if kind == "progress":
         return f"{data['progress']:5.1f}%  {data.get('message') or ''}"
     if kind == "completed":
@@ -107,14 +122,7 @@ def main() -> int:
     screen = Screen()
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="notifier-demo-")))
-        if not os.environ.get("NOTIFIER_REDIS_URL"):
-            redis = stack.enter_context(RedisServer())
-            os.environ["NOTIFIER_REDIS_URL"] = redis.url
-            print(f"embedded redis-server {redis.binary} on port {redis.port}")
-        if not load_settings().database_configured:  # a store of its own, gone afterwards
-            os.environ[ENV_DATABASE_URL] = f"sqlite:///{tmp / 'tasks.db'}"
-        settings = load_settings()
-        print(f"database {settings.database_url}")
+        settings = environment(stack, tmp)
         store = TaskStore(settings.database_url)
         stack.callback(store.close)
         collector = stack.enter_context(
@@ -141,19 +149,26 @@ def main() -> int:
         threads = [threading.Thread(target=drive, args=(s, store, run)) for s in plan]
         for thread in threads:
             thread.start()
+        job = start_import_job(worker.queue)
+        stack.callback(job.release)  # its results, before the Redis they read from stops
         for thread in threads:
             thread.join()
 
         def last(task_id: str) -> dict[str, Any] | None:
-            mine = [e for e in collector.events if e["task_id"] == task_id]
+            mine = [e for e in collector.events if e.get("task_id") == task_id]
             return mine[-1] if mine else None
 
         # On a timeout the table below shows which rows miss their last notification.
         with contextlib.suppress(TimeoutError):
             wait_until(lambda: all(_type(last(s.task_id)) == s.expected for s in plan), 15)
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: job.settled() and any(map(_ends, job.events(collector))), 30)
         exit_code = worker.stop()
         reports = worker.reports()
         checks = summary(screen, plan, store, last, reports, collector.events)
+        for check in job.checks(job.events(collector)):
+            show(screen, check)
+            checks.append(check)
         failed = [check for check in checks if not check.ok]
         if len(reports) != PROCESSES:  # show why a process did not report
             print(f"\nthe worker exited with {exit_code}; its last lines:\n{worker.output[-3000:]}")
@@ -163,6 +178,19 @@ def main() -> int:
         print(screen.paint(f"demo OK: {len(checks)} of {len(checks)} checks passed", "32"))
         return 0
     return 1
+
+
+def environment(stack: ExitStack, tmp: Path) -> AppSettings:
+    """A Redis and a database of the demo's own, unless the environment names them."""
+    if not os.environ.get("NOTIFIER_REDIS_URL"):
+        redis = stack.enter_context(RedisServer())
+        os.environ["NOTIFIER_REDIS_URL"] = redis.url
+        print(f"embedded redis-server {redis.binary} on port {redis.port}")
+    if not load_settings().database_configured:  # a store of its own, gone afterwards
+        os.environ[ENV_DATABASE_URL] = f"sqlite:///{tmp / 'tasks.db'}"
+    settings = load_settings()
+    print(f"database {settings.database_url}")
+    return settings
 
 
 def drive(s: Scenario, store: TaskStore, run: Any) -> None:
@@ -220,12 +248,15 @@ def summary(
     for r in reports:
         for reason, count in r["dropped_by_reason"].items():
             reasons[reason] = reasons.get(reason, 0) + count
+    steps = sum(r.get("steps", 0) for r in reports)  # workflow steps: counted apart
+    published -= steps
     prefixes = {r["event_id_prefix"] for r in reports}
-    unique = {e["event_id"] for e in received}
+    unique = {e["event_id"] for e in received if "task_id" in e}
     theirs = {i for i in unique if i.rpartition("-")[0] in prefixes}
     print(
         f"\nnotifier, summed over the {len(reports)} worker processes that reported at exit: "
-        f"published={published} coalesced={coalesced} dropped={dropped} pending={pending}; "
+        f"published={published} (and {steps} workflow steps) coalesced={coalesced} "
+        f"dropped={dropped} pending={pending}; "
         f"the subscriber received {len(theirs)} of theirs, and {len(unique - theirs)} from "
         "processes that could not report (a child killed in mid-run)\n"
     )
@@ -250,9 +281,79 @@ def summary(
         ),
     ]
     for check in checks:
-        verdict = screen.paint("ok", "32") if check.ok else screen.paint("FAILED", "31")
-        print(f"check: {check.name}: {verdict}" + ("" if check.ok else f" ({check.found})"))
+        show(screen, check)
     return checks
+
+
+def show(screen: Screen, check: Check) -> None:
+    verdict = screen.paint("ok", "32") if check.ok else screen.paint("FAILED", "31")
+    print(f"check: {check.name}: {verdict}" + ("" if check.ok else f" ({check.found})"))
+
+
+class ImportJob:
+    """The import chord, applied as a web application would, and what its channel must show."""
+
+    def __init__(self, result: Any, workflow: str) -> None:
+        self.result: Any = result
+        self.workflow = workflow
+
+    def events(self, collector: EventCollector) -> list[dict[str, Any]]:
+        return [e for e in collector.events if e.get("workflow_id") == self.workflow]
+
+    def release(self) -> None:
+        """Let go of the results while their Redis still runs. Celery's redis backend holds the
+        chord's members, as objects of its own, until something waits on them, and unsubscribes
+        from each one as it lets go of it: at exit, after Redis stopped, that prints a traceback.
+        Celery has no public call for this; ``remove_pending_result`` is its own way out."""
+        if self.result is None:
+            return
+        backend, self.result = self.result.backend, None
+        for mapping in backend._pending_results:
+            for waiters in list(mapping.values()):
+                for pending in list(waiters.values()):
+                    backend.remove_pending_result(pending)
+        gc.collect()
+
+    def settled(self) -> bool:
+        """Celery's result backend has every file's outcome, and the callback's."""
+        return bool(self.result.parent.ready()) and self.result.state != "PENDING"
+
+    def checks(self, events: list[dict[str, Any]]) -> list[Check]:
+        ends = [e for e in events if _ends(e)]
+        end = ends[-1] if ends else None
+        failed = [r for r in self.result.parent.results if r.state == "FAILURE"]
+        named = end is not None and end["data"].get("member") in {r.id for r in failed}
+        return [
+            Check(
+                f"the import job ({len(IMPORT_FILES)} files, one bad) ended with exactly one "
+                "terminal workflow event, failed, the last on its channel",
+                len(ends) == 1 and end is events[-1] and end["type"] == "failed",
+                f"terminal events: {[e['type'] for e in ends]}",
+            ),
+            Check(
+                "it names the file Celery's result backend has as failed, and the callback "
+                "never ran",
+                named and len(failed) == 1 and self.result.state != "SUCCESS",
+                f"named {end and end['data'].get('member')}, failed {[r.id for r in failed]}, "
+                f"callback {self.result.state}",
+            ),
+        ]
+
+
+def start_import_job(queue: str) -> ImportJob:
+    """Apply the chord from this process, with the notifier installed here as in a web app:
+    its declarations go through this process's own notifier."""
+    import notifier
+    from notifier.celery import workflow_id
+    from tasks.celery_app import imports
+
+    result = imports.import_job(IMPORT_FILES, FAILING_FILE, queue)
+    notifier.flush(10)
+    return ImportJob(result, workflow_id(result))
+
+
+def _ends(event: dict[str, Any]) -> bool:
+    return event["type"] in ("completed", "failed")
 
 
 def _type(event: dict[str, Any] | None) -> str:

@@ -27,6 +27,7 @@ FIELDS = (
     "dropped",
     "dropped_by_reason",
     "reconnects",
+    "steps",
 )
 _reporting: weakref.WeakSet[Notifier] = weakref.WeakSet()
 
