@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo demo-runs gateway soak bench bench-gateway bench-topologies bench-gevent clean
+.PHONY: install test lint demo demo-runs gateway soak bench bench-gateway bench-workflows bench-topologies bench-gevent clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is needed (set PYTHON=...)"; exit 1; }
@@ -62,6 +62,12 @@ bench: $(BENCH_STAMP)
 # --help.
 bench-gateway: $(BENCH_STAMP)
 	$(BIN)/python -m bench.gateway $(BENCH_ARGS)
+
+# Not in CI (and part of make bench): a group of 500 on a real prefork worker with the workflow
+# channel on and off in the sending process, alternately: worker and Redis CPU per task, wall
+# time, and the send; writes bench/results/workflows.md and .json. About a minute.
+bench-workflows: $(STAMP)
+	$(BIN)/python -m bench.workflows $(BENCH_ARGS)
 
 # Sentinel and Cluster on topologies started here: a plain Sentinel client's loss through a
 # failover beside ours, the cost of WAIT, a 3-master cluster against one Redis from 2 processes;

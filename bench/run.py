@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 
+from bench import workflows
 from bench.alternatives import ALTERNATIVES, notifier_publish_failed, sync_publish
 from bench.stalls import CallTimes, StallProbe
 from notifier import Notifier, NotifierConfig
@@ -476,6 +477,9 @@ def report(results: dict[str, Any]) -> str:
                 f"| {row['duration_s']:.2f} | {row['reached_redis']:,} | {row['bound']:,.0f} "
                 f"| {row['coalesced']:,} |"
             )
+    if results.get("workflows"):
+        wf = results["workflows"]
+        lines += ["", workflows.table(wf), "", workflows.library_table(wf["library"])]
     return "\n".join(lines)
 
 
@@ -528,6 +532,10 @@ def main() -> None:
         results["outage"] = bench_outage(server, max(1, args.runs // 2), args.quick, probe)
         results["coalescing"] = bench_coalescing(server.url, args.quick)
     results["memory"] = bench_memory(args.quick)
+    results["workflows"] = workflows.measure(100 if args.quick else 500, 2 if args.quick else 7)
+    results["workflows"]["library"] = workflows.measure_library(
+        200 if args.quick else 2000, 2 if args.quick else 7
+    )
     results["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     table = report(results)
     print()

@@ -19,13 +19,14 @@ from notifier.coalesce import Slot
 from notifier.config import NotifierConfig
 from notifier.link import ReplyError, command, publish_command
 from notifier.topology.naming import Naming
-from notifier.workflows.script import Scripts
-from notifier.workflows.steps import Step
+from notifier.workflows.script import Scripts, missing_script
+from notifier.workflows.steps import Member, Step
 
 # One queued event: the task id (it names the channel) and the encoded message, or for a
-# coalesced progress event the slot that holds the task's latest one (notifier/coalesce.py), or
-# for a workflow the step, under the workflow's channel id (notifier/workflows/).
-Item = tuple[str, bytes | Slot | Step]
+# coalesced progress event the slot that holds the task's latest one (notifier/coalesce.py); a
+# workflow member's event with its workflow (Member); a declaration step, under the workflow's
+# channel id (notifier/workflows/).
+Item = tuple[str, bytes | Slot | Step | Member]
 # An event on its way to Redis: the task id and the encoded message, or a workflow's step.
 Event = tuple[str, bytes | Step]
 
@@ -35,6 +36,7 @@ class Outcome:
     """What the replies to one batch said."""
 
     failed: list[bool]  # per event: did its PUBLISH get an error reply?
+    again: list[bool]  # per event: a workflow step the node had no script for (send it again)
     publish_errors: list[ReplyError]
     history_errors: list[ReplyError]  # XADD or EXPIRE errors: logged, the event still counts
 
@@ -72,7 +74,7 @@ class Packer:
         return b"".join(packed), len(packed)
 
     def _pack_mixed(self, batch: Sequence[Event]) -> tuple[bytes, int]:
-        """pack() for a batch with workflow steps: each step's EVAL in its place."""
+        """pack() for a batch with workflow steps: each step's EVALSHA in its place."""
         packed: list[bytes] = []
         keys: dict[str, bytes] = {}
         naming, verb = self.naming, self.naming.publish
@@ -88,6 +90,7 @@ class Packer:
                 packed.append(command(b"XADD", key, b"MAXLEN", self._maxlen, b"*", b"event", data))
             packed.append(publish_command(channel, data, verb))
         packed += [command(b"EXPIRE", key, self._ttl) for key in keys.values()]
+        self._scripts.load = False  # the whole script went with this batch's steps
         return b"".join(packed), len(packed)
 
     def per_event(
@@ -125,7 +128,8 @@ class Packer:
         events = len(batch)
         publishes: Sequence[object]
         history: Sequence[object]
-        if _has_steps(batch):
+        steps = _has_steps(batch)
+        if steps:
             own = self.per_event(batch, replies)
             publishes = [r[-1] for r in own]
             history = [*(r[0] for r in own if len(r) == 2), *self.tail(batch, replies)]
@@ -134,12 +138,24 @@ class Packer:
         else:  # per event an XADD and a PUBLISH, then an EXPIRE per task
             publishes = replies[1 : 2 * events : 2]
             history = [*replies[: 2 * events : 2], *replies[2 * events :]]
+        failed = [isinstance(reply, ReplyError) for reply in publishes]
+        again = [False] * events
+        if steps and any(failed):
+            again = [missing_script(reply) for reply in publishes]
+            failed = [f and not a for f, a in zip(failed, again, strict=True)]
+            self._scripts.load = self._scripts.load or any(again)
         return Outcome(
-            failed=[isinstance(reply, ReplyError) for reply in publishes],
-            publish_errors=[r for r in publishes if isinstance(r, ReplyError)],
+            failed=failed,
+            again=again,
+            publish_errors=[
+                r for r in publishes if isinstance(r, ReplyError) and not missing_script(r)
+            ],
             history_errors=[r for r in history if isinstance(r, ReplyError)],
         )
 
 
 def _has_steps(batch: Sequence[Event]) -> bool:
-    return any(type(data) is not bytes for _, data in batch)
+    for _, data in batch:  # noqa: SIM110 - a loop is twice as fast as any() over a generator
+        if type(data) is not bytes:
+            return True
+    return False

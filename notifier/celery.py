@@ -47,6 +47,7 @@ def install(
     lifecycle: bool = True,
     channel_key: ChannelKey | None = None,
     flush_on_task_end: bool = True,
+    workflows: bool = True,
 ) -> None:
     """Wire the default notifier into ``app``'s workers.
 
@@ -57,7 +58,8 @@ def install(
     ``channel_key(task_name, task_id, args, kwargs)`` names the channel for them (default: the
     Celery task id; None: no lifecycle events for that task). With the lifecycle, a canvas (a
     chain, a group, a chord) also gets a workflow channel (``notifier/workflows/``):
-    :func:`workflow_id` of what its ``apply_async`` returned names it.
+    :func:`workflow_id` of what its ``apply_async`` returned names it. ``workflows=False``
+    leaves them out; it is the process that applies a canvas that decides.
     """
     handlers = _Handlers(default.configure(config), flush_on_task_end)
     for signal, receiver in (
@@ -70,11 +72,14 @@ def install(
         # weak=False: the receivers are bound methods of an object nothing else keeps alive.
         # dispatch_uid: installing twice replaces the first wiring instead of doubling it.
         signal.connect(receiver, weak=False, dispatch_uid=f"notifier.{receiver.__name__}")
+    # Installing again with lifecycle=False (or workflows=False) turns it off.
     if lifecycle:
         Lifecycle(channel_key).connect()
+    else:
+        Lifecycle.disconnect()
+    if lifecycle and workflows:
         Canvases().connect(app)
     else:
-        Lifecycle.disconnect()  # installing again with lifecycle=False turns it off
         Canvases.disconnect()
 
 

@@ -30,15 +30,18 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from notifier.workflows.steps import Member
+
 RECENT_MAX = 4096  # per-task bookkeeping kept for this many tasks; tasks are short-lived
 
 
 @dataclass(slots=True, eq=False)
 class Slot:
-    """A task's latest progress payload, while it waits to be sent. ``urgent``: its task's
-    terminal event follows, so it goes out at once (written and read under the ledger's lock)."""
+    """A task's latest progress payload (a ``Member`` for a workflow's member), while it waits
+    to be sent. ``urgent``: its task's terminal event follows, so it goes out at once (written
+    and read under the ledger's lock)."""
 
-    payload: bytes
+    payload: bytes | Member
     urgent: bool = False
 
 
@@ -50,7 +53,7 @@ class Coalescer:
         self._open: dict[str, Slot] = {}
         self._ended: dict[str, float] = {}  # task id -> monotonic time of its last terminal event
 
-    def replace(self, task_id: str, payload: bytes) -> bool:
+    def replace(self, task_id: str, payload: bytes | Member) -> bool:
         """Put ``payload`` in the task's open slot; False when it has none."""
         slot = self._open.get(task_id)
         if slot is None:
@@ -74,7 +77,7 @@ class Coalescer:
         """The task's terminal event was accepted."""
         remember(self._ended, task_id, now)
 
-    def close(self, task_id: str, slot: Slot) -> bytes:
+    def close(self, task_id: str, slot: Slot) -> bytes | Member:
         """The notifier thread sends (or evicts) this slot: no more replacements go into it."""
         if self._open.get(task_id) is slot:
             del self._open[task_id]

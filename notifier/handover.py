@@ -21,7 +21,7 @@ from notifier.events import describe_error
 from notifier.eventtypes import TERMINAL_TYPES
 from notifier.ledger import CLOSED, EVICTED, QUEUE_FULL, Ledger
 from notifier.logs import Logger
-from notifier.workflows.steps import Step
+from notifier.workflows.steps import Member, Step
 
 # What an event is to the queue: sent as is, coalesced (progress), or the end of its task.
 PLAIN, PROGRESS, TERMINAL = 0, 1, 2
@@ -48,7 +48,7 @@ class Handover:
         self,
         queue: janus.SyncQueue[Item],
         task_id: str,
-        payload: bytes | Step,
+        payload: bytes | Step | Member,
         kind: int,
         open: bool,
     ) -> bool:
@@ -56,10 +56,17 @@ class Handover:
         event may then go into its task's waiting slot)."""
         ledger, coalescer = self._ledger, self._coalescer
         with ledger.lock:
-            if kind == PROGRESS and open and coalescer.replace(task_id, cast(bytes, payload)):
+            if (
+                kind == PROGRESS
+                and open
+                and coalescer.replace(task_id, cast(bytes | Member, payload))
+            ):
                 ledger.coalesce()  # the task's previous progress is still waiting: it is replaced
                 return True
-            item: Item = (task_id, Slot(cast(bytes, payload)) if kind == PROGRESS else payload)
+            item: Item = (
+                task_id,
+                Slot(cast(bytes | Member, payload)) if kind == PROGRESS else payload,
+            )
             if kind == TERMINAL:
                 coalescer.hurry(task_id)  # before the put: see Coalescer.hurry
             try:

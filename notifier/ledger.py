@@ -49,8 +49,6 @@ class Ledger:
         self.lost = 0  # accepted, then dropped
         self.coalesced = 0  # accepted, then replaced by a later progress event of its task
         self.resent = 0  # events sent again after a connection broke mid-batch
-        self.steps = 0  # of the accepted, workflow steps (notifier/workflows/): they publish
-        # a workflow event or two, or none (a declaration, a member of a workflow that ended)
         self.dropped_by_reason: Counter[str] = Counter()
         # Written only by the notifier thread; single attribute stores, read without the lock.
         self.connected = False
@@ -163,7 +161,6 @@ class Ledger:
             "coalesced": self.coalesced,
             "rejected": self.rejected,
             "resent": self.resent,
-            "steps": self.steps,
             "connected": self.connected,
             "reconnects": self.reconnects,
             "last_error": self.last_error,

@@ -31,7 +31,7 @@ from notifier.loader import default_config
 from notifier.logs import get_logger
 from notifier.sender import Sender
 from notifier.workflows.ids import PREFIX as WORKFLOW_PREFIX
-from notifier.workflows.steps import Step, member_step
+from notifier.workflows.steps import Member, Step
 
 START_TIMEOUT = 5.0  # creating a loop and a queue in a new thread takes milliseconds
 FORCE_STOP_GRACE = 0.4  # after close()'s deadline, how long the thread gets to count and close
@@ -187,10 +187,12 @@ class Notifier:
     def _publish(self, task_id: str, event_type: str, data: Mapping[str, Any]) -> bool:
         """publish() for an event type known to be valid (the helpers' own)."""
         payload = encode_event(check_task_id(task_id), event_type, data, self._max_bytes)
-        accepted = self._offer(task_id, payload, self._handover.kind(event_type))
-        if self._workflows and task_id in self._workflows:
-            self._to_workflow(task_id, event_type, payload, data.get("progress"))
-        return accepted
+        workflow = self._workflows.get(task_id) if self._workflows else None
+        if workflow is not None:  # a workflow's member: its step goes with it
+            progress = data.get("progress") if event_type == "progress" else None
+            member = Member(payload, workflow, event_type, progress)
+            return self._offer(task_id, member, self._handover.kind(event_type))
+        return self._offer(task_id, payload, self._handover.kind(event_type))
 
     def publish_failed(self, task_id: str, error: object, **extra: Any) -> bool:
         """Queue a ``failed`` event. Never raises, whatever its arguments: a malformed task id
@@ -202,13 +204,10 @@ class Notifier:
             payload = encode_failure(check_task_id(task_id), error, extra, self._max_bytes)
         except Exception as exc:  # the failure path: nothing may replace the task's own error
             return self._handover.refuse_invalid(exc)
-        accepted = self._offer(task_id, payload, TERMINAL)
-        if self._workflows and task_id in self._workflows:
-            try:
-                self._to_workflow(task_id, "failed", payload, None)
-            except Exception as exc:  # never raises: the failure path
-                self._handover.refuse_invalid(exc)
-        return accepted
+        workflow = self._workflows.get(task_id) if self._workflows else None
+        if workflow is not None:  # a workflow's member: its step goes with it
+            return self._offer(task_id, Member(payload, workflow, "failed"), TERMINAL)
+        return self._offer(task_id, payload, TERMINAL)
 
     def publish_progress(
         self, task_id: str, progress: float, message: str | None = None, **extra: Any
@@ -242,21 +241,11 @@ class Notifier:
         self._workflows.pop(task_id, None)
 
     def publish_step(self, step: Step) -> bool:
-        """Queue a step of a workflow (notifier/workflows/steps.py); counted in ``accepted``
-        like any event, and in ``steps``."""
-        accepted = self._offer(WORKFLOW_PREFIX + step.workflow, step, PLAIN)
-        if accepted:
-            with self._ledger.lock:
-                self._ledger.steps += 1
-        return accepted
+        """Queue a step of a workflow (a declaration: notifier/workflows/steps.py), counted as
+        any event is. A member's events become steps by themselves (join_workflow)."""
+        return self._offer(WORKFLOW_PREFIX + step.workflow, step, PLAIN)
 
-    def _to_workflow(self, task_id: str, event_type: str, payload: bytes, progress: object) -> None:
-        workflow = self._workflows.get(task_id)
-        if workflow is not None:
-            progress = progress if event_type == "progress" else None
-            self.publish_step(member_step(workflow, task_id, event_type, payload, progress))
-
-    def _offer(self, task_id: str, payload: bytes | Step, kind: int) -> bool:
+    def _offer(self, task_id: str, payload: bytes | Step | Member, kind: int) -> bool:
         queue = self._queue
         if queue is None:  # not started yet, or forked: the fork hook cleared it in the child
             queue = self._start_lazily()

@@ -26,6 +26,7 @@ from notifier.ledger import CRASHED, SHUTDOWN, Ledger
 from notifier.logs import Logger
 from notifier.topology.base import TRANSPORT_ERRORS
 from notifier.topology.routers import make_router
+from notifier.workflows.steps import Member, Step
 
 # While events flow, how often the sender looks at the queue, and for how long after the last
 # event it keeps looking before it waits on the queue instead (see Sender._pump).
@@ -172,8 +173,8 @@ class Sender:
         send again; held slots that fell due (every one, when draining). A slot taken too soon
         after its task's last progress is held, and keeps taking its task's newer progress."""
         gate = self._gate
-        if gate is None:
-            return cast(list[Event], taken)  # no coalescing: the queue holds no slots
+        if gate is None:  # no coalescing: the queue holds no slots
+            return _expanded(taken)
         if not taken and not gate.holding:
             return []
         now, lock = time.monotonic(), self.ledger.lock
@@ -186,7 +187,7 @@ class Sender:
                     self._close(task_id, slot, now, batch)
         for task_id, data in taken:
             if not isinstance(data, Slot):
-                batch.append((task_id, data))
+                _add(batch, task_id, data)
                 continue
             due = gate.due(task_id)
             with lock:  # Slot.urgent and the open slots are written by callers under it
@@ -203,7 +204,7 @@ class Sender:
 
     def _close(self, task_id: str, slot: Slot, now: float, batch: list[Event]) -> None:
         """Send this slot's latest progress: into ``batch``. Called with the ledger's lock."""
-        batch.append((task_id, self.coalescer.close(task_id, slot)))
+        _add(batch, task_id, self.coalescer.close(task_id, slot))
         if self._gate is not None:
             self._gate.sent(task_id, now)
 
@@ -226,12 +227,13 @@ class Sender:
         while True:
             result = await self.router.send(pending)
             if result.settled:
-                failures = [failed for _, failed in result.settled]
+                # A member's step is its event's side effect (Member.events): not counted apart.
+                failures = [failed for event, failed in result.settled if not _derived(event)]
                 self.ledger.settle(failures, queue.task_done)
             if not result.retry:
                 return
             with self.ledger.lock:
-                self.ledger.resent += len(result.retry)
+                self.ledger.resent += sum(1 for event in result.retry if not _derived(event))
             pending = result.retry
             await asyncio.sleep(self.config.reconnect.delay(attempt))
             attempt += 1
@@ -254,3 +256,24 @@ class Sender:
                 "notification_dropped", reason=reason, count=remaining, dropped_by_reason=report
             )
         queue.close()
+
+
+def _expanded(taken: list[Item]) -> list[Event]:
+    """The events of what was taken, none of it a slot."""
+    batch: list[Event] = []
+    for task_id, data in taken:
+        _add(batch, task_id, cast(bytes | Step | Member, data))
+    return batch
+
+
+def _add(batch: list[Event], task_id: str, data: bytes | Step | Member) -> None:
+    """Add an item's events: a workflow member's event is two, its own and its step."""
+    if type(data) is Member:
+        batch += data.events(task_id)
+    else:
+        batch.append((task_id, cast(bytes | Step, data)))
+
+
+def _derived(event: Event) -> bool:
+    data = event[1]
+    return type(data) is Step and data.derived

@@ -248,15 +248,12 @@ def summary(
     for r in reports:
         for reason, count in r["dropped_by_reason"].items():
             reasons[reason] = reasons.get(reason, 0) + count
-    steps = sum(r.get("steps", 0) for r in reports)  # workflow steps: counted apart
-    published -= steps
     prefixes = {r["event_id_prefix"] for r in reports}
     unique = {e["event_id"] for e in received if "task_id" in e}
     theirs = {i for i in unique if i.rpartition("-")[0] in prefixes}
     print(
         f"\nnotifier, summed over the {len(reports)} worker processes that reported at exit: "
-        f"published={published} (and {steps} workflow steps) coalesced={coalesced} "
-        f"dropped={dropped} pending={pending}; "
+        f"published={published} coalesced={coalesced} dropped={dropped} pending={pending}; "
         f"the subscriber received {len(theirs)} of theirs, and {len(unique - theirs)} from "
         "processes that could not report (a child killed in mid-run)\n"
     )

@@ -27,7 +27,6 @@ FIELDS = (
     "dropped",
     "dropped_by_reason",
     "reconnects",
-    "steps",
 )
 _reporting: weakref.WeakSet[Notifier] = weakref.WeakSet()
 

@@ -175,3 +175,55 @@ def test_the_gateway_serves_a_workflow_behind_a_token_for_its_id(
     task_token = issue_token(workflow, config=gateway.config)
     assert get_json(gateway.url(f"/workflows/{workflow}/last?token={task_token}"))[0] == 403
     assert get_json(gateway.url(f"/tasks/{workflow}/last?token={token}"))[0] == 403
+
+
+def test_a_node_that_lost_the_script_gets_it_again_and_no_step_is_lost(
+    n: Notifier, redis_server: RedisServer
+) -> None:
+    """Steps go by EVALSHA; after SCRIPT FLUSH (a restart, a failover) the node answers
+    NOSCRIPT, and the step is sent again with the script: nothing dropped, nothing logged."""
+    workflow, tasks = new_task("wf"), [new_task(f"m{i}") for i in range(4)]
+    assert n.publish_step(declaration(workflow, branch=tasks[0], size=4, seal=1))
+    assert n.flush(10)
+    for task in tasks:
+        with redis_server.client() as r:
+            r.script_flush()
+        assert n.publish_step(member(workflow, task, "completed", result=None))
+        assert n.flush(10)
+    stats = n.stats()
+    assert stats["dropped"] == 0 and stats["published"] == stats["accepted"] == 5, stats
+    assert stats["resent"] >= 4  # each flushed step once more
+    events = history(n, redis_server, workflow)
+    assert [e["type"] for e in events] == ["member"] * 4 + ["completed"]
+
+
+def test_a_member_in_a_tight_progress_loop_costs_its_workflow_a_step_per_interval(
+    redis_server: RedisServer, notifier_factory: Callable[..., Notifier]
+) -> None:
+    """A member's progress reaches its workflow coalesced as its own channel gets it (one per
+    progress_interval, the latest value), and its end sends the last value first."""
+    n = notifier_factory(
+        redis_server.url, history={"enabled": True, "maxlen": 100_000},
+        queue={"progress_interval": 0.2},
+    )  # fmt: skip
+    workflow, task = new_task("wf"), new_task("loop")
+    assert n.publish_step(declaration(workflow, branch=task, size=2, seal=1))
+    n.join_workflow(task, workflow)
+    calls = 20_000
+    for i in range(1, calls + 1):
+        assert n.publish_progress(task, i * 50 / calls, message=None)
+    assert n.publish_failed(task, RuntimeError("disk full"))
+    n.leave_workflow(task)
+    assert n.flush(30)
+    events = history(n, redis_server, workflow)
+    progress = [
+        e for e in events if e["type"] == "member" and e["data"]["event"]["type"] == "progress"
+    ]
+    with redis_server.client() as r:
+        own = r.xlen(n.config.history.key_prefix + task) - 1  # its own progress events
+    assert 1 <= len(progress) == own < calls / 100, (len(progress), own)
+    assert progress[-1]["data"]["event"]["data"]["progress"] == 50  # the last value
+    assert events[-1]["type"] == "failed" and events[-2]["data"]["event"]["type"] == "failed"
+    assert events[-1]["data"]["progress"] == 25  # the mean of 50 and a member not started
+    stats = n.stats()
+    assert stats["published"] + stats["coalesced"] == stats["accepted"], stats

@@ -162,15 +162,22 @@ class Router(abc.ABC):
 
     def settle(self, batch: Sequence[Event], replies: Sequence[object]) -> Attempt:
         """An Attempt with every event settled by its replies; failed commands are logged.
-        History writes that failed do not make the live event undelivered."""
+        History writes that failed do not make the live event undelivered. A workflow step
+        whose script the node did not have is sent again (with the script)."""
         outcome = self.packer.read(batch, replies)
-        for event, errors in (
+        for name, errors in (
             ("notification_publish_failed", outcome.publish_errors),
             ("notification_history_failed", outcome.history_errors),
         ):
             if errors:
-                self.log.error(event, commands=len(errors), error=self.links.describe(errors[0]))
-        return Attempt(settled=list(zip(batch, outcome.failed, strict=True)))
+                self.log.error(name, commands=len(errors), error=self.links.describe(errors[0]))
+        attempt = Attempt()
+        for event, failed, again in zip(batch, outcome.failed, outcome.again, strict=True):
+            if again:
+                attempt.retry.append(event)
+            else:
+                attempt.settled.append((event, failed))
+        return attempt
 
 
 async def discard(link: Link | None) -> None:

@@ -110,7 +110,7 @@ class ClusterRouter(Router):
         )
         counts["sent"] += sum(1 for _, failed in settled.settled if not failed)
         counts["errors"] += sum(1 for _, failed in settled.settled if failed)
-        settled.retry = [events[i] for i in sorted(redirected)]
+        settled.retry += [events[i] for i in sorted(redirected)]
         return settled
 
     async def _confirmed(self, link: Link, replicas: Replicas, reply: object) -> bool:

@@ -1,10 +1,14 @@
-"""What a caller queues for a workflow: a step, encoded on the caller's thread like any event.
+"""What goes to a workflow: steps, and members' events on their way to becoming steps.
 
 A step says what happened to the workflow -- a member's event, a branch of members declared, the
 number of branches sealed -- and carries the workflow events it may cause, encoded up to their
 counts (``prefix``): the script in Redis appends the counts it computes and publishes those it
 decides on (``notifier/workflows/script.py``). So the JSON is made here, by orjson, and the
 script only writes numbers.
+
+A declaration is queued as a step of its own by the process that applies the canvas. A member's
+event is queued once, as a :class:`Member`: the notifier thread sends it and makes its step
+then, so the caller pays one put, and the step shares the event's fate (coalescing included).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 import orjson
 
 from notifier.events import JSON_OPTIONS, new_event_id
+from notifier.workflows.ids import PREFIX
 
 # A member's event type -> what it does to the member: it runs, it succeeded, it failed.
 CHANGES = {"started": "running", "completed": "completed", "failed": "failed", "revoked": "failed"}
@@ -36,10 +41,16 @@ class Step:
     member_event: bytes = b""  # the "member" event, up to its counts
     completed_event: bytes = b""  # the terminal "completed" event, up to its counts
     failed_event: bytes = b""  # the terminal "failed" event, up to its counts
+    derived: bool = False  # made from a member's event: counted as that event, not apart
 
 
 def member_step(
-    workflow: str, member: str, event_type: str, payload: bytes, progress: object = None
+    workflow: str,
+    member: str,
+    event_type: str,
+    payload: bytes,
+    progress: object = None,
+    derived: bool = False,
 ) -> Step:
     """The step for a member's event, ``payload`` as its own channel has it."""
     change = CHANGES.get(event_type, "")
@@ -59,6 +70,7 @@ def member_step(
         member_event=event,
         completed_event=completed,
         failed_event=failed,
+        derived=derived,
     )
 
 
@@ -102,3 +114,23 @@ def _error(event_type: str, payload: bytes) -> dict[str, Any]:
         return {"error": "revoked", "error_type": None}
     data = orjson.loads(payload).get("data", {})
     return {"error": data.get("error") or "failed", "error_type": data.get("error_type")}
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A member's event as the queue holds it: its payload for its own channel, and what the
+    notifier thread makes of it for its workflow when it sends it (:meth:`events`). One queue
+    item for both: coalesced, evicted, dropped or sent together."""
+
+    payload: bytes
+    workflow: str
+    event_type: str
+    progress: object = None
+
+    def events(self, task_id: str) -> tuple[tuple[str, bytes], tuple[str, Step]]:
+        """The member's own event, then its workflow's step (a side effect of sending the
+        event, as its history entry is: not counted on its own)."""
+        step = member_step(
+            self.workflow, task_id, self.event_type, self.payload, self.progress, derived=True
+        )
+        return (task_id, self.payload), (PREFIX + self.workflow, step)
