@@ -16,6 +16,7 @@ import pytest
 from gateway_helpers import GatewayProcess, decoded, get_json, sse_events
 from helpers import new_task
 from jsonschema import Draft202012Validator
+from websockets.sync.client import connect
 
 from notifier import Notifier, schema
 from notifier.consumer import subscribe
@@ -171,6 +172,9 @@ def test_the_gateway_serves_a_workflow_behind_a_token_for_its_id(
     assert [e["type"] for e in decoded(events)] == ["member", "member", "completed"]
     status, last = get_json(gateway.url(f"/workflows/{workflow}/last?token={token}"))
     assert (status, last) == (200, decoded(events)[-1])
+    with connect(gateway.url(f"/ws/workflows/{workflow}?token={token}", "ws")) as socket:
+        frames = [json.loads(frame) for frame in socket]  # until the gateway closes it
+    assert frames == decoded(events)
     # a token for the task id of the same name, or a workflow's token on a task route: refused
     task_token = issue_token(workflow, config=gateway.config)
     assert get_json(gateway.url(f"/workflows/{workflow}/last?token={task_token}"))[0] == 403

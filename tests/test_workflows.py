@@ -139,6 +139,21 @@ def test_a_group_of_fifty_with_one_member_killed_ends_failed(workflows: Workflow
     assert sum(1 for r in result.results if r.successful()) == int(state["completed"])
 
 
+def test_a_chain_whose_step_hits_the_hard_time_limit_ends_failed_there(
+    workflows: Workflows,
+) -> None:
+    """The main process ends the stuck step (TimeLimitExceeded); the step after it never runs,
+    and the workflow fails at once, with two of its three members known to have ended."""
+    workflow = workflows.launch("stuck")
+    events = workflows.until_end(workflow)
+    check_counts(events)
+    end = events[-1]
+    assert end["type"] == "failed", events[-3:]
+    assert "TimeLimitExceeded" in end["data"]["error"], end
+    assert (end["data"]["total"], end["data"]["completed"], end["data"]["failed"]) == (3, 1, 1)
+    assert AsyncResult(end["data"]["member"], app=workflows.app).state == "FAILURE"
+
+
 def _group(workflows: Workflows, workflow: str) -> GroupResult:
     """The group's members from the workflow's declarations (the group result is not saved)."""
     state = workflows.state(workflow)

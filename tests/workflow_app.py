@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 from celery import chain, chord, group
@@ -43,6 +44,11 @@ def die(self: Any, i: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@app.task(name="wf.stuck", time_limit=1)
+def stuck() -> None:
+    time.sleep(60)  # the worker's main process kills it at the hard time limit
+
+
 @app.task(name="wf.total")
 def total(results: list[int]) -> int:
     return sum(results)
@@ -59,6 +65,8 @@ def canvas(shape: str) -> Signature:
         return group(die.s(i) if i == KILLED else part.s(i) for i in range(SIZES["group"]))
     if shape == "chord":
         return chord((part.s(i) for i in range(SIZES["chord"])), total.s())
+    if shape == "stuck":
+        return chain(add.s(1), stuck.si(), add.s())
     if shape == "nested":
         return chain(add.s(1), group(part.si(i) for i in range(SIZES["nested"])), total.s())
     raise SystemExit(f"unknown shape {shape!r}")
