@@ -64,6 +64,13 @@ class Workflows(AppWorker):
 
         return asyncio.run(collect())
 
+    def run(self, shape: str) -> tuple[str, list[dict[str, Any]], dict[str, set[str]]]:
+        """Launch the canvas and follow its workflow to the end: its id, its events (their
+        counts checked) and its members by what they did."""
+        workflow = self.launch(shape)
+        events = self.until_end(workflow)
+        return workflow, events, check_counts(events)
+
     def state(self, workflow: str) -> dict[str, str]:
         key = self.config.history.key_prefix + channel_id(workflow) + ":state"
         with self.redis.client() as r:
@@ -100,9 +107,7 @@ def check_counts(events: list[dict[str, Any]]) -> dict[str, set[str]]:
 
 
 def test_a_chain_of_three_ends_completed(workflows: Workflows) -> None:
-    workflow = workflows.launch("chain")
-    events = workflows.until_end(workflow)
-    seen = check_counts(events)
+    workflow, events, seen = workflows.run("chain")
     end = events[-1]
     assert end["type"] == "completed", events
     assert end["data"] | {"progress": 100} == {
@@ -116,9 +121,7 @@ def test_a_chain_of_three_ends_completed(workflows: Workflows) -> None:
 
 
 def test_a_group_of_fifty_with_one_member_killed_ends_failed(workflows: Workflows) -> None:
-    workflow = workflows.launch("group")
-    events = workflows.until_end(workflow)
-    check_counts(events)
+    workflow, events, _ = workflows.run("group")
     end = events[-1]
     assert end["type"] == "failed", events[-3:]
     # at once, even before the applying process has declared every member (total: so far)
@@ -144,9 +147,7 @@ def test_a_chain_whose_step_hits_the_hard_time_limit_ends_failed_there(
 ) -> None:
     """The main process ends the stuck step (TimeLimitExceeded); the step after it never runs,
     and the workflow fails at once, with two of its three members known to have ended."""
-    workflow = workflows.launch("stuck")
-    events = workflows.until_end(workflow)
-    check_counts(events)
+    workflow, events, _ = workflows.run("stuck")
     end = events[-1]
     assert end["type"] == "failed", events[-3:]
     assert "TimeLimitExceeded" in end["data"]["error"], end
@@ -162,9 +163,7 @@ def _group(workflows: Workflows, workflow: str) -> GroupResult:
 
 
 def test_a_chord_of_twenty_runs_its_callback_then_ends_completed(workflows: Workflows) -> None:
-    workflow = workflows.launch("chord")
-    events = workflows.until_end(workflow)
-    seen = check_counts(events)
+    workflow, events, seen = workflows.run("chord")
     end = events[-1]
     assert end["type"] == "completed", events[-3:]
     assert (end["data"]["total"], end["data"]["completed"]) == (21, 21)
@@ -182,9 +181,7 @@ def test_a_chord_of_twenty_runs_its_callback_then_ends_completed(workflows: Work
 
 
 def test_a_group_inside_a_chain_is_one_workflow(workflows: Workflows) -> None:
-    workflow = workflows.launch("nested")
-    events = workflows.until_end(workflow)
-    seen = check_counts(events)
+    workflow, events, seen = workflows.run("nested")
     end = events[-1]
     assert end["type"] == "completed", events[-3:]
     assert (end["data"]["total"], end["data"]["completed"]) == (7, 7)
