@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo demo-runs gateway soak bench bench-gateway bench-workflows bench-topologies bench-gevent clean
+.PHONY: install test lint demo demo-runs gateway soak bench bench-gateway bench-compare bench-workflows bench-topologies bench-gevent clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is needed (set PYTHON=...)"; exit 1; }
@@ -66,6 +66,14 @@ bench-gateway: $(BENCH_STAMP)
 # Not in CI (and part of make bench): a group of 500 on a real prefork worker with the workflow
 # channel on and off in the sending process, alternately: worker and Redis CPU per task, wall
 # time, and the send; writes bench/results/workflows.md and .json. About a minute.
+# Not in CI: the working tree against REF (a commit), alternately in one run, at least five
+# rounds (ROUNDS=N): caller p50s, throughput and CPU per event, each side's median and range and
+# their ratio; writes bench/results/compare.md. REF is checked out into a temporary worktree.
+ROUNDS ?= 5
+bench-compare: $(STAMP)
+	@test -n "$(REF)" || { echo "usage: make bench-compare REF=<commit> [ROUNDS=5]"; exit 2; }
+	$(BIN)/python -m bench.compare --ref $(REF) --rounds $(ROUNDS)
+
 bench-workflows: $(STAMP)
 	$(BIN)/python -m bench.workflows $(BENCH_ARGS)
 

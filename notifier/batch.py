@@ -36,7 +36,8 @@ class Outcome:
     """What the replies to one batch said."""
 
     failed: list[bool]  # per event: did its PUBLISH get an error reply?
-    again: list[bool]  # per event: a workflow step the node had no script for (send it again)
+    # per event: a workflow step the node had no script for (send it again); None: none was
+    again: list[bool] | None
     publish_errors: list[ReplyError]
     history_errors: list[ReplyError]  # XADD or EXPIRE errors: logged, the event still counts
 
@@ -139,11 +140,14 @@ class Packer:
             publishes = replies[1 : 2 * events : 2]
             history = [*replies[: 2 * events : 2], *replies[2 * events :]]
         failed = [isinstance(reply, ReplyError) for reply in publishes]
-        again = [False] * events
+        again = None
         if steps and any(failed):
             again = [missing_script(reply) for reply in publishes]
             failed = [f and not a for f, a in zip(failed, again, strict=True)]
-            self._scripts.load = self._scripts.load or any(again)
+            if any(again):
+                self._scripts.load = True
+            else:
+                again = None
         return Outcome(
             failed=failed,
             again=again,

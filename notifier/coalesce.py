@@ -30,7 +30,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
-from notifier.workflows.steps import Member
+from notifier.workflows.steps import Member, Step
 
 RECENT_MAX = 4096  # per-task bookkeeping kept for this many tasks; tasks are short-lived
 
@@ -41,7 +41,7 @@ class Slot:
     to be sent. ``urgent``: its task's terminal event follows, so it goes out at once (written
     and read under the ledger's lock)."""
 
-    payload: bytes | Member
+    payload: bytes | Member | Step  # never a Step; typed so, the hand-over needs no cast
     urgent: bool = False
 
 
@@ -53,7 +53,7 @@ class Coalescer:
         self._open: dict[str, Slot] = {}
         self._ended: dict[str, float] = {}  # task id -> monotonic time of its last terminal event
 
-    def replace(self, task_id: str, payload: bytes | Member) -> bool:
+    def replace(self, task_id: str, payload: bytes | Member | Step) -> bool:
         """Put ``payload`` in the task's open slot; False when it has none."""
         slot = self._open.get(task_id)
         if slot is None:
@@ -77,7 +77,7 @@ class Coalescer:
         """The task's terminal event was accepted."""
         remember(self._ended, task_id, now)
 
-    def close(self, task_id: str, slot: Slot) -> bytes | Member:
+    def close(self, task_id: str, slot: Slot) -> bytes | Member | Step:
         """The notifier thread sends (or evicts) this slot: no more replacements go into it."""
         if self._open.get(task_id) is slot:
             del self._open[task_id]

@@ -10,7 +10,6 @@ waiting replaces it in place instead of queueing (``notifier/coalesce.py``).
 from __future__ import annotations
 
 import time
-from typing import cast
 
 import janus
 
@@ -56,16 +55,12 @@ class Handover:
         event may then go into its task's waiting slot)."""
         ledger, coalescer = self._ledger, self._coalescer
         with ledger.lock:
-            if (
-                kind == PROGRESS
-                and open
-                and coalescer.replace(task_id, cast(bytes | Member, payload))
-            ):
+            if kind == PROGRESS and open and coalescer.replace(task_id, payload):
                 ledger.coalesce()  # the task's previous progress is still waiting: it is replaced
                 return True
             item: Item = (
                 task_id,
-                Slot(cast(bytes | Member, payload)) if kind == PROGRESS else payload,
+                Slot(payload) if kind == PROGRESS else payload,
             )
             if kind == TERMINAL:
                 coalescer.hurry(task_id)  # before the put: see Coalescer.hurry

@@ -187,11 +187,12 @@ class Notifier:
     def _publish(self, task_id: str, event_type: str, data: Mapping[str, Any]) -> bool:
         """publish() for an event type known to be valid (the helpers' own)."""
         payload = encode_event(check_task_id(task_id), event_type, data, self._max_bytes)
-        workflow = self._workflows.get(task_id) if self._workflows else None
-        if workflow is not None:  # a workflow's member: its step goes with it
-            progress = data.get("progress") if event_type == "progress" else None
-            member = Member(payload, workflow, event_type, progress)
-            return self._offer(task_id, member, self._handover.kind(event_type))
+        if self._workflows:  # empty unless this process runs a workflow's members
+            workflow = self._workflows.get(task_id)
+            if workflow is not None:  # a member: its step goes with it
+                progress = data.get("progress") if event_type == "progress" else None
+                member = Member(payload, workflow, event_type, progress)
+                return self._offer(task_id, member, self._handover.kind(event_type))
         return self._offer(task_id, payload, self._handover.kind(event_type))
 
     def publish_failed(self, task_id: str, error: object, **extra: Any) -> bool:
@@ -205,7 +206,7 @@ class Notifier:
         except Exception as exc:  # the failure path: nothing may replace the task's own error
             return self._handover.refuse_invalid(exc)
         workflow = self._workflows.get(task_id) if self._workflows else None
-        if workflow is not None:  # a workflow's member: its step goes with it
+        if workflow is not None:  # a member: its step goes with it
             return self._offer(task_id, Member(payload, workflow, "failed"), TERMINAL)
         return self._offer(task_id, payload, TERMINAL)
 

@@ -13,7 +13,6 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import cast
 
 import janus
 
@@ -228,12 +227,18 @@ class Sender:
             result = await self.router.send(pending)
             if result.settled:
                 # A member's step is its event's side effect (Member.events): not counted apart.
-                failures = [failed for event, failed in result.settled if not _derived(event)]
+                failures = [
+                    failed
+                    for (_, data), failed in result.settled
+                    if type(data) is not Step or not data.derived
+                ]
                 self.ledger.settle(failures, queue.task_done)
             if not result.retry:
                 return
             with self.ledger.lock:
-                self.ledger.resent += sum(1 for event in result.retry if not _derived(event))
+                self.ledger.resent += sum(
+                    1 for _, data in result.retry if type(data) is not Step or not data.derived
+                )
             pending = result.retry
             await asyncio.sleep(self.config.reconnect.delay(attempt))
             attempt += 1
@@ -262,7 +267,7 @@ def _expanded(taken: list[Item]) -> list[Event]:
     """The events of what was taken, none of it a slot."""
     batch: list[Event] = []
     for task_id, data in taken:
-        _add(batch, task_id, cast(bytes | Step | Member, data))
+        _add(batch, task_id, data)  # type: ignore[arg-type]  # a Slot only with coalescing
     return batch
 
 
@@ -271,9 +276,4 @@ def _add(batch: list[Event], task_id: str, data: bytes | Step | Member) -> None:
     if type(data) is Member:
         batch += data.events(task_id)
     else:
-        batch.append((task_id, cast(bytes | Step, data)))
-
-
-def _derived(event: Event) -> bool:
-    data = event[1]
-    return type(data) is Step and data.derived
+        batch.append((task_id, data))  # type: ignore[arg-type]  # bytes or Step: no cast call

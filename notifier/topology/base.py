@@ -171,6 +171,8 @@ class Router(abc.ABC):
         ):
             if errors:
                 self.log.error(name, commands=len(errors), error=self.links.describe(errors[0]))
+        if outcome.again is None:
+            return Attempt(settled=list(zip(batch, outcome.failed, strict=True)))
         attempt = Attempt()
         for event, failed, again in zip(batch, outcome.failed, outcome.again, strict=True):
             if again:

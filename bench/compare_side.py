@@ -1,0 +1,92 @@
+"""One side of `make bench-compare`: the caller and throughput figures of whichever ``notifier``
+this process imports (bench/compare.py puts a checkout first on PYTHONPATH), as one JSON line.
+
+Only the public API, the same at every commit worth comparing: Notifier, its config
+dataclasses, publish_progress, publish_failed, flush, close.
+
+    python bench/compare_side.py URL
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import statistics
+import sys
+import time
+
+import notifier
+from notifier import Notifier, NotifierConfig
+from notifier.config import QueueConfig, RedisConfig
+
+EVENT = {"step": "review", "attempt": 3, "note": "réexamen demandé"}  # bench/run.py's payload
+BURST = 20_000
+STEADY = 1_000  # at 1,000 calls/s
+THROUGHPUT = 100_000
+
+
+def p50_us(samples: list[int]) -> float:
+    return statistics.median(samples) / 1000
+
+
+def caller(n: Notifier) -> dict[str, float]:
+    """publish_progress and publish_failed, timed on this thread: back to back, and steady."""
+    error = TimeoutError("review service did not answer")
+    out: dict[str, float] = {}
+    for name, send in (
+        ("progress", lambda i: n.publish_progress("bench-task", 50.0, message="step", i=i)),
+        ("failed", lambda i: n.publish_failed("bench-task", error, **EVENT, i=i)),
+    ):
+        samples = []
+        for i in range(BURST):
+            started = time.perf_counter_ns()
+            send(i)
+            samples.append(time.perf_counter_ns() - started)
+        out[f"{name}_burst_p50_us"] = p50_us(samples)
+        n.flush(30)
+    samples, due = [], time.perf_counter()
+    for i in range(STEADY):
+        due += 1 / 1000
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        started = time.perf_counter_ns()
+        n.publish_failed("bench-task", error, **EVENT, i=i)
+        samples.append(time.perf_counter_ns() - started)
+    out["failed_steady_p50_us"] = p50_us(samples)
+    n.flush(30)
+    return out
+
+
+def throughput(url: str) -> dict[str, float]:
+    """publish_failed as fast as it goes, until Redis acknowledged all: events/s, CPU/event."""
+    n = Notifier(NotifierConfig(redis=RedisConfig(url=url), queue=QueueConfig(maxsize=THROUGHPUT)))
+    n.start()
+    error = TimeoutError("review service did not answer")
+    n.publish_failed("tp", error, **EVENT)
+    n.flush(30)
+    gc.collect()
+    cpu, started = time.process_time(), time.perf_counter()
+    for i in range(THROUGHPUT):
+        n.publish_failed("tp", error, **EVENT, i=i)
+    n.close(timeout=60)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    stats = n.stats()
+    if stats["published"] != THROUGHPUT + 1:
+        raise SystemExit(f"published {stats['published']} of {THROUGHPUT + 1}")
+    return {"events_per_s": THROUGHPUT / elapsed, "cpu_us_per_event": cpu / THROUGHPUT * 1e6}
+
+
+def main() -> None:
+    url = sys.argv[1]
+    config = NotifierConfig(redis=RedisConfig(url=url), queue=QueueConfig(maxsize=BURST * 2))
+    with Notifier(config) as n:
+        n.publish_progress("bench-task", 0.0)  # warm up: connect, first-call imports
+        n.flush(30)
+        figures = caller(n)
+    figures.update(throughput(url))
+    print(json.dumps({"notifier": notifier.__file__, **figures}))
+
+
+if __name__ == "__main__":
+    main()
