@@ -45,6 +45,7 @@ from notifier import default
 from notifier.coalesce import remember
 from notifier.events import describe_error, truncate
 from notifier.eventtypes import RESULT_REPR_MAX, TRACEBACK_TAIL
+from notifier.exceptions import InvalidEvent
 from notifier.logs import get_logger
 from notifier.workflows.canvas import HEADER
 
@@ -203,8 +204,14 @@ class Lifecycle:
         if not workflow or not isinstance(workflow, str):
             return
         key = self._key(task, task_id, args, kwargs)
-        if key is not None:
-            default.get_notifier().join_workflow(key, workflow)
+        if key is None:
+            return
+        notifier = default.get_notifier()
+        try:
+            notifier.join_workflow(key, workflow)
+        except InvalidEvent as exc:  # a header no canvas of ours wrote: the task's events go on
+            log = get_logger(notifier.config.logging.level)
+            log.warning("workflow_id_invalid", task_id=task_id, error=str(exc))
 
     def _key(
         self,

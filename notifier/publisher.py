@@ -31,6 +31,7 @@ from notifier.loader import default_config
 from notifier.logs import get_logger
 from notifier.sender import Sender
 from notifier.workflows.ids import PREFIX as WORKFLOW_PREFIX
+from notifier.workflows.ids import channel_id
 from notifier.workflows.steps import Member, Step
 
 START_TIMEOUT = 5.0  # creating a loop and a queue in a new thread takes milliseconds
@@ -230,7 +231,9 @@ class Notifier:
 
     def join_workflow(self, task_id: str, workflow_id: str) -> None:
         """From now on, each event on ``task_id``'s channel is also a step of ``workflow_id``:
-        the task runs as one of its members."""
+        the task runs as one of its members. InvalidEvent for an id that names no channel."""
+        check_task_id(task_id)
+        channel_id(workflow_id)
         workflows = self._workflows
         workflows.pop(task_id, None)
         workflows[task_id] = workflow_id

@@ -231,3 +231,19 @@ def test_a_member_in_a_tight_progress_loop_costs_its_workflow_a_step_per_interva
     assert events[-1]["data"]["progress"] == 25  # the mean of 50 and a member not started
     stats = n.stats()
     assert stats["published"] + stats["coalesced"] == stats["accepted"], stats
+
+
+def test_a_workflow_id_that_names_no_channel_is_refused_when_a_task_joins(n: Notifier) -> None:
+    """join_workflow checks both ids at the call, so that the notifier thread, which makes the
+    member's steps, never meets one it cannot encode."""
+    from notifier.exceptions import InvalidEvent
+
+    for bad in ("two words", "x" * 300, "\ud800", "glob*"):
+        with pytest.raises(InvalidEvent):
+            n.join_workflow("a-task", bad)
+    with pytest.raises(InvalidEvent):
+        n.join_workflow("a task", "wf")
+    n.join_workflow("a-task", "wf")  # and a good pair joins
+    assert n.publish_progress("a-task", 10)
+    assert n.flush(10)
+    assert n.stats()["published"] == 1  # the member's event; its step goes with it, uncounted

@@ -127,10 +127,15 @@ class Member:
     event_type: str
     progress: object = None
 
-    def events(self, task_id: str) -> tuple[tuple[str, bytes], tuple[str, Step]]:
+    def events(self, task_id: str) -> list[tuple[str, bytes | Step]]:
         """The member's own event, then its workflow's step (a side effect of sending the
-        event, as its history entry is: not counted on its own)."""
-        step = member_step(
-            self.workflow, task_id, self.event_type, self.payload, self.progress, derived=True
-        )
-        return (task_id, self.payload), (PREFIX + self.workflow, step)
+        event, as its history entry is: not counted on its own). Both ids were checked when
+        the task joined (``Notifier.join_workflow``); a step that cannot be made anyway is left
+        out, never the event."""
+        try:
+            step = member_step(
+                self.workflow, task_id, self.event_type, self.payload, self.progress, True
+            )
+        except (TypeError, ValueError):  # orjson's errors; the notifier thread must go on
+            return [(task_id, self.payload)]
+        return [(task_id, self.payload), (PREFIX + self.workflow, step)]
