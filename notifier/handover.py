@@ -58,10 +58,7 @@ class Handover:
             if kind == PROGRESS and open and coalescer.replace(task_id, payload):
                 ledger.coalesce()  # the task's previous progress is still waiting: it is replaced
                 return True
-            item: Item = (
-                task_id,
-                Slot(payload) if kind == PROGRESS else payload,
-            )
+            item: Item = (task_id, Slot(payload) if kind == PROGRESS else payload)
             if kind == TERMINAL:
                 coalescer.hurry(task_id)  # before the put: see Coalescer.hurry
             try:
