@@ -14,6 +14,7 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import notifier
 from notifier import Notifier, NotifierConfig
@@ -27,6 +28,21 @@ THROUGHPUT = 100_000
 
 def p50_us(samples: list[int]) -> float:
     return statistics.median(samples) / 1000
+
+
+def floor() -> float:
+    """The floor's burst p50 (bench/alternatives.py): machine, not code, so it should not move
+    between the two sides; when it does, the machine did."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.alternatives import floor as make_floor
+
+    send, _ = make_floor("")
+    samples = []
+    for i in range(BURST):
+        started = time.perf_counter_ns()
+        send("bench-task", {**EVENT, "i": i})
+        samples.append(time.perf_counter_ns() - started)
+    return p50_us(samples)
 
 
 def caller(n: Notifier) -> dict[str, float]:
@@ -83,7 +99,7 @@ def main() -> None:
     with Notifier(config) as n:
         n.publish_progress("bench-task", 0.0)  # warm up: connect, first-call imports
         n.flush(30)
-        figures = caller(n)
+        figures = {"floor_burst_p50_us": floor(), **caller(n)}
     figures.update(throughput(url))
     print(json.dumps({"notifier": notifier.__file__, **figures}))
 
