@@ -92,8 +92,8 @@ class Lifecycle:
     def on_task_received(self, request: Any = None, **_: Any) -> None:
         """In the worker's main process: a workflow's member joins it here too."""
         headers = getattr(request, "request_dict", None) or {}
-        task_id, args, kwargs = _request_parts(request)
-        self._join(headers.get(HEADER), getattr(request, "task", None), task_id, args, kwargs)
+        key = self._key(getattr(request, "task", None), *_request_parts(request))
+        self._join(headers.get(HEADER), key)
 
     def on_task_prerun(
         self,
@@ -105,8 +105,7 @@ class Lifecycle:
     ) -> None:
         key = self._key(sender, task_id, args, kwargs)
         remember(self._started, task_id, time.monotonic())
-        workflow = getattr(getattr(sender, "request", None), HEADER, None)
-        self._join(workflow, sender, task_id, args, kwargs)
+        self._join(getattr(getattr(sender, "request", None), HEADER, None), key)
         if key is not None:
             retries = getattr(getattr(sender, "request", None), "retries", 0) or 0
             default.publish(key, "started", {"task": _name(sender), "retries": retries})
@@ -170,7 +169,7 @@ class Lifecycle:
         if key is None or self._ended(key, task_id):
             return
         headers = getattr(request, "request_dict", None) or {}
-        self._join(headers.get(HEADER), sender, task_id, args, kwargs)
+        self._join(headers.get(HEADER), key)
         data = {
             "task": _name(sender),
             "terminated": bool(terminated),
@@ -193,25 +192,18 @@ class Lifecycle:
 
     # Helpers --------------------------------------------------------------------------------
 
-    def _join(
-        self,
-        workflow: object,
-        task: Any,
-        task_id: str,
-        args: Sequence[Any] | None,
-        kwargs: Mapping[str, Any] | None,
-    ) -> None:
-        if not workflow or not isinstance(workflow, str):
-            return
-        key = self._key(task, task_id, args, kwargs)
-        if key is None:
+    @staticmethod
+    def _join(workflow: object, key: str | None) -> None:
+        """The task whose channel is ``key`` runs as a member of ``workflow`` (its header's
+        value), when it has both."""
+        if key is None or not workflow or not isinstance(workflow, str):
             return
         notifier = default.get_notifier()
         try:
             notifier.join_workflow(key, workflow)
         except InvalidEvent as exc:  # a header no canvas of ours wrote: the task's events go on
             log = get_logger(notifier.config.logging.level)
-            log.warning("workflow_id_invalid", task_id=task_id, error=str(exc))
+            log.warning("workflow_id_invalid", task_id=key, error=str(exc))
 
     def _key(
         self,

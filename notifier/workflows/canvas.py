@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery, current_task, signals
 from celery.result import AsyncResult, GroupResult, ResultBase
 
 from notifier import default
@@ -135,16 +135,14 @@ def _sealing(base: type[GroupResult], canvases: Canvases) -> type[GroupResult]:
 
 def _carried(task_id: str) -> str | None:
     """The workflow of the task running here, when ``task_id`` continues its canvas."""
-    from celery import current_task  # the running task, of this thread or greenlet
-
-    request = getattr(current_task, "request", None)
+    request = getattr(current_task, "request", None)  # of this thread or greenlet
     workflow = getattr(request, HEADER, None)
     if not workflow:
         return None
     if task_id == getattr(request, "id", None):
         return str(workflow)  # its retry
     for part in ("chain", "chord", "callbacks"):
-        if task_id in set(_ids(getattr(request, part, None))):
+        if task_id in _ids(getattr(request, part, None)):  # stops at the first match
             return str(workflow)
     return None
 
@@ -158,9 +156,7 @@ def _ids(signature: object) -> Iterator[str]:
         options = signature.get("options")
         if isinstance(options, dict) and options.get("task_id"):
             yield str(options["task_id"])
-        for value in (
-            (signature.get("kwargs") or {}).values()
-            if isinstance(signature.get("kwargs"), dict)
-            else ()
-        ):
-            yield from _ids(value)
+        kwargs = signature.get("kwargs")
+        if isinstance(kwargs, dict):
+            for value in kwargs.values():
+                yield from _ids(value)
