@@ -49,12 +49,19 @@ def find_redis_binary(name: str = "redis-server") -> str:
 # the same port) is never handed to another. Within a range, ports are handed out in turn from a
 # random start, so that one process does not get the same port twice before it binds it.
 ENV_PORTS = "NOTIFIER_TEST_PORTS"
+# Ports above 1023 that browsers refuse to connect to (Chromium's and Firefox's restricted
+# list: net::ERR_UNSAFE_PORT): free_port never hands them out, so a page can reach any server.
+BROWSER_REFUSED_PORTS = frozenset(
+    {1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566, 6665, 6666, 6667, 6668,
+     6669, 6679, 6697, 10080}
+)  # fmt: skip
 _next_port: list[int] = []  # the next candidate in the range, once one is set
 _port_lock = threading.Lock()
 
 
 def free_port() -> int:
-    """A port free on 127.0.0.1 now: from ``$NOTIFIER_TEST_PORTS`` when set, else the kernel's."""
+    """A port free on 127.0.0.1 now: from ``$NOTIFIER_TEST_PORTS`` when set, else the kernel's
+    (from its ephemeral range, where no port a browser refuses lies)."""
     span = os.environ.get(ENV_PORTS)
     if not span:
         with socket.socket() as s:
@@ -68,6 +75,8 @@ def free_port() -> int:
         for _ in range(high - low + 1):
             candidate = low + (_next_port[0] - low) % (high - low + 1)
             _next_port[0] = candidate + 1
+            if candidate in BROWSER_REFUSED_PORTS:
+                continue
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", candidate))

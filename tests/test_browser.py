@@ -271,3 +271,18 @@ def test_the_client_follows_a_workflow_to_its_end(
         assert ["member", "member", "completed"] == [e["type"] for e in result["seen"]]
         assert [50, 100] == result["progressed"]
         assert ["completed"] == result["ended"]
+
+
+def test_no_test_server_gets_a_port_the_browser_refuses() -> None:
+    """Chromium refuses 10080 (net::ERR_UNSAFE_PORT), which lies in the tests' port ranges: a
+    gateway given it could not be reached by the page. free_port skips such ports."""
+    import subprocess
+    import sys
+
+    drawn = subprocess.run(
+        [sys.executable, "-c", "from notifier.testing import free_port\n"
+         "print(sorted({free_port() for _ in range(12)}))"],
+        env={**os.environ, "NOTIFIER_TEST_PORTS": "10078-10082"},
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert drawn.strip() == "[10078, 10079, 10081, 10082]"
