@@ -128,7 +128,7 @@ class _Subscription:
             socket_timeout=cfg.connect_timeout + cfg.publish_timeout,
             health_check_interval=HEALTH_CHECK_INTERVAL,
         )  # it never reconnects on its own: the listener does, and says so
-        self.pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+        self.pubsub = self.client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
         try:
             self.target = _subscribe(self.pubsub, config, task_id)
         except BaseException:

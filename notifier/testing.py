@@ -208,7 +208,7 @@ class EventCollector:
     ) -> None:
         self._on_event = on_event
         self._client = redis.Redis.from_url(url, socket_timeout=None)
-        self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
         self.pattern = pattern
         self.raw: list[bytes] = []
         self.channels: list[str] = []

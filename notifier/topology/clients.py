@@ -90,7 +90,7 @@ def async_client(cfg: RedisConfig, **pool: Any) -> AsyncClient:
     topology = parse(cfg.url)
     common = _async_common(cfg)
     if topology.kind == "sentinel":
-        sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
+        sentinel = AsyncSentinel(  # type: ignore[no-untyped-call, unused-ignore]
             list(topology.hosts),
             sentinel_kwargs=_sentinel_kwargs(topology, cfg, NO_RETRY),
             **common,
@@ -151,12 +151,12 @@ def sync_client(cfg: RedisConfig, key: str | None = None, **options: Any) -> red
             cluster.close()
         return redis.Redis.from_url(topology.node_url(node.host, int(node.port)), **common)
     if topology.kind == "sentinel":
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             list(topology.hosts),
             sentinel_kwargs=_sentinel_kwargs(topology, cfg, Retry(NoBackoff(), 0)),
             **common,
         )
-        client: _SyncSentinelManaged = sentinel.master_for(  # type: ignore[no-untyped-call]
+        client: _SyncSentinelManaged = sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
             topology.service, redis_class=_SyncSentinelManaged, **_node_options(topology)
         )
         client.watchers = sentinel
