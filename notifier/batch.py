@@ -58,10 +58,15 @@ class Packer:
         if _has_steps(batch):
             return self._pack_mixed(batch)
         plain = cast(Sequence[tuple[str, bytes]], batch)
+        # A task's events tend to come together: its channel's name is made once per batch.
+        channels: dict[str, bytes] = {}
         if not self._history:
-            publishes = [
-                publish_command(naming.channel(t).encode(), data, verb) for t, data in plain
-            ]
+            publishes = []
+            for task_id, payload in plain:
+                channel = channels.get(task_id)
+                if channel is None:
+                    channel = channels[task_id] = naming.channel(task_id).encode()
+                publishes.append(publish_command(channel, payload, verb))
             return b"".join(publishes), len(publishes)
         packed: list[bytes] = []
         keys: dict[str, bytes] = {}
@@ -69,8 +74,9 @@ class Packer:
             key = keys.get(task_id)
             if key is None:
                 key = keys[task_id] = naming.key(task_id).encode()
+                channels[task_id] = naming.channel(task_id).encode()
             packed.append(command(b"XADD", key, b"MAXLEN", self._maxlen, b"*", b"event", payload))
-            packed.append(publish_command(naming.channel(task_id).encode(), payload, verb))
+            packed.append(publish_command(channels[task_id], payload, verb))
         packed += [command(b"EXPIRE", key, self._ttl) for key in keys.values()]
         return b"".join(packed), len(packed)
 

@@ -120,7 +120,7 @@ def encode_event(task_id: str, event_type: str, data: Mapping[str, Any], max_byt
     if type(data) is not dict and not isinstance(data, Mapping):  # the ABC check is the slow one
         raise InvalidEvent(f"event data must be a mapping, got {type(data).__name__}")
     envelope = {
-        "event_id": new_event_id(),
+        "event_id": f"{_id_prefix}-{next(_id_counter):x}",  # new_event_id(), without the call
         "type": event_type,
         "task_id": task_id,
         "timestamp": datetime.now(UTC),
@@ -166,9 +166,10 @@ def encode_failure(task_id: str, error: object, extra: Mapping[str, Any], max_by
     """The wire bytes of a ``failed`` event. Never raises because of ``error``, whatever it is:
     an error text too big for ``max_bytes`` is cut to fit, with a marker."""
     text, error_type = describe_error(error)
-    data: dict[str, Any] = {**extra, "error": text}
-    if error_type is not None:
-        data["error_type"] = error_type
+    if error_type is None:
+        data: dict[str, Any] = {**extra, "error": text}
+    else:
+        data = {**extra, "error": text, "error_type": error_type}
     try:
         return encode_event(task_id, "failed", data, max_bytes)
     except InvalidEvent:
@@ -206,7 +207,9 @@ def describe_error(error: object) -> tuple[str, str | None]:
         text = f"<empty {type(error).__name__}>"
     if not text.isascii():
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return truncate(text, ERROR_MAX_CHARS), error_type
+    if len(text) > ERROR_MAX_CHARS:  # rare: the test saves the call to truncate()
+        text = truncate(text, ERROR_MAX_CHARS)
+    return text, error_type
 
 
 def truncate(text: str, limit: int) -> str:

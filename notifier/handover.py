@@ -1,7 +1,7 @@
 """The hand-over to the queue: a non-blocking put on the caller's thread, counted.
 
-Every put holds ``ledger.lock``, so that the counters and the queue's count of unfinished events
-agree at every moment (``notifier/ledger.py``). A full queue refuses (``drop_newest``) or makes
+Every put holds ``ledger.lock``, so that the counters and what is in the queue agree at every
+moment (``notifier/ledger.py``). A full queue refuses (``drop_newest``) or makes
 room by evicting its oldest event (``drop_oldest``); either way the call returns at once. With
 ``queue.progress_interval`` set, a task's progress event that finds its previous one still
 waiting replaces it in place instead of queueing (``notifier/coalesce.py``).
@@ -55,12 +55,15 @@ class Handover:
         event may then go into its task's waiting slot)."""
         ledger, coalescer = self._ledger, self._coalescer
         with ledger.lock:
-            if kind == PROGRESS and open and coalescer.replace(task_id, payload):
-                ledger.coalesce()  # the task's previous progress is still waiting: it is replaced
-                return True
-            item: Item = (task_id, Slot(payload) if kind == PROGRESS else payload)
-            if kind == TERMINAL:
-                coalescer.hurry(task_id)  # before the put: see Coalescer.hurry
+            if kind == PROGRESS:
+                if open and coalescer.replace(task_id, payload):
+                    ledger.coalesce()  # the task's previous progress is still waiting: replaced
+                    return True
+                item: Item = (task_id, Slot(payload))
+            else:
+                item = (task_id, payload)
+                if kind == TERMINAL and self._coalescing:
+                    coalescer.hurry(task_id)  # before the put: see Coalescer.hurry
             try:
                 queue.put_nowait(item)
             except janus.SyncQueueShutDown:
@@ -74,7 +77,10 @@ class Handover:
                 else:
                     report, accepted = ledger.reject(QUEUE_FULL), False
             else:
-                self._accepted(item, kind)
+                if kind == PLAIN:  # the common case, without the call to _accepted
+                    ledger.accepted += 1
+                else:
+                    self._accepted(item, kind)
                 return True
         if report is not None:
             self._log.warning("notification_dropped", dropped_by_reason=report)
@@ -115,5 +121,4 @@ class Handover:
             return None  # the notifier thread just took a batch; there is room now
         if isinstance(data, Slot):
             self._coalescer.close(task_id, data)  # no later progress may go into it
-        queue.task_done()
         return self._ledger.lose(EVICTED)

@@ -1,14 +1,16 @@
 """Accounting for every event a notifier was handed.
 
 One lock guards the counters *and* the hand-over to the queue (the publisher holds it around
-``put_nowait``, the notifier thread around ``task_done``), so that at any moment::
+``put_nowait``), so that at any moment::
 
     accepted == published + pending + coalesced + dropped after acceptance
 
-where ``pending`` is the queue's count of unfinished items: queued, or taken by the notifier thread
-and not yet settled, and ``coalesced`` counts progress events replaced by a later one of their
-task before they were sent (``notifier/coalesce.py``); they are not drops. Calls
-that returned False are counted in ``rejected`` and in ``dropped`` too.
+where ``pending`` counts the events accepted and not yet settled (queued, or taken by the
+notifier thread and not yet published or given up), and ``coalesced`` counts progress events
+replaced by a later one of their task before they were sent (``notifier/coalesce.py``); they are
+not drops. ``pending`` is not counted apart: it is what the other counters leave, so the equation
+holds by construction and settling a whole batch is one update under the lock. Calls that
+returned False are counted in ``rejected`` and in ``dropped`` too.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from notifier import native
@@ -91,27 +93,23 @@ class Ledger:
             self._settled.notify_all()
         return self._drop(reason, count)
 
-    def settle(self, failures: Sequence[bool], task_done: Callable[[], None]) -> None:
-        """The notifier thread finished a batch: move each event from pending (the queue's
-        unfinished count, lowered by ``task_done``) to published, or to lost when Redis answered
-        with an error, then wake flush() callers.
+    def settle(self, failures: Sequence[bool]) -> None:
+        """The notifier thread finished a batch: move its events from pending to published, or
+        to lost when Redis answered with an error, then wake flush() callers.
 
-        Event by event, each under the lock, so that a caller never waits behind a whole batch.
-        Called without the lock, on the notifier thread.
+        Counted before the lock is taken, so that the lock is held for a few additions whatever
+        the batch's size. Called without the lock, on the notifier thread.
         """
-        lock, published = self.lock, 0
-        for failed in failures:
-            with lock:
-                task_done()
-                if failed:
-                    self.lost += 1
-                    self.dropped_by_reason[REDIS_ERROR] += 1
-                else:
-                    self.published += 1
-                    published += 1
-        with lock:
-            if published:
-                self.last_publish_at = time.time()
+        failed = failures.count(True)
+        published = len(failures) - failed
+        now = time.time() if published else None
+        with self.lock:
+            self.published += published
+            if failed:
+                self.lost += failed
+                self.dropped_by_reason[REDIS_ERROR] += failed
+            if now is not None:
+                self.last_publish_at = now
             if self._flush_waiters:
                 self._settled.notify_all()
 
@@ -150,12 +148,16 @@ class Ledger:
         with self.lock:
             return self.published + self.lost + self.coalesced >= target
 
-    def snapshot(self, pending: int) -> dict[str, Any]:
-        """The counters as a dict; call with ``lock`` held so that they agree with ``pending``."""
+    def pending(self) -> int:
+        """Events accepted and not yet settled; call with ``lock`` held."""
+        return self.accepted - self.published - self.lost - self.coalesced
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as a dict; call with ``lock`` held, so that they agree."""
         return {
             "accepted": self.accepted,
             "published": self.published,
-            "pending": pending,
+            "pending": self.pending(),
             "dropped": self.rejected + self.lost,
             "dropped_by_reason": dict(self.dropped_by_reason),
             "coalesced": self.coalesced,

@@ -285,8 +285,7 @@ class Notifier:
         any moment."""
         ledger = self._ledger
         with ledger.lock:
-            pending = self._queue.unfinished_tasks if self._queue is not None else 0
-            stats = ledger.snapshot(pending)
+            stats = ledger.snapshot()
             stats["queue_size"] = self._queue.qsize() if self._queue is not None else 0
         stats["queue_capacity"] = self.config.queue.maxsize
         stats["thread_alive"] = self._thread is not None and self._thread.is_alive()

@@ -232,7 +232,7 @@ class Sender:
                     for (_, data), failed in result.settled
                     if type(data) is not Step or not data.derived
                 ]
-                self.ledger.settle(failures, queue.task_done)
+                self.ledger.settle(failures)
             if not result.retry:
                 return
             with self.ledger.lock:
@@ -247,14 +247,7 @@ class Sender:
         """Count what was never delivered, then close the queue. Runs once, at the end."""
         queue.shutdown()
         with self.ledger.lock:
-            remaining = queue.async_q.unfinished_tasks
-            while True:
-                try:
-                    queue.async_q.get_nowait()
-                except (janus.AsyncQueueEmpty, janus.AsyncQueueShutDown):
-                    break
-            for _ in range(remaining):
-                queue.async_q.task_done()
+            remaining = self.ledger.pending()  # queued, taken, or held: none of it will be sent
             report = self.ledger.lose(reason, remaining) if remaining else None
         if remaining:
             self.log.warning(
