@@ -1,7 +1,7 @@
-"""The hand-over to the queue: a non-blocking put on the caller's thread, counted.
+"""The hand-over to the outbox: a non-blocking put on the caller's thread, counted.
 
-Every put holds ``ledger.lock``, so that the counters and what is in the queue agree at every
-moment (``notifier/ledger.py``). A full queue refuses (``drop_newest``) or makes
+Every put holds ``ledger.lock``, so that the counters and what is in the outbox agree at every
+moment (``notifier/ledger.py``). A full outbox refuses (``drop_newest``) or makes
 room by evicting its oldest event (``drop_oldest``); either way the call returns at once. With
 ``queue.progress_interval`` set, a task's progress event that finds its previous one still
 waiting replaces it in place instead of queueing (``notifier/coalesce.py``).
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import time
 
-import janus
-
 from notifier.batch import Item
 from notifier.coalesce import Coalescer, Slot
 from notifier.config import NotifierConfig
@@ -20,14 +18,15 @@ from notifier.events import describe_error
 from notifier.eventtypes import TERMINAL_TYPES
 from notifier.ledger import CLOSED, EVICTED, QUEUE_FULL, Ledger
 from notifier.logs import Logger
+from notifier.outbox import Closed, Full, Outbox
 from notifier.workflows.steps import Member, Step
 
-# What an event is to the queue: sent as is, coalesced (progress), or the end of its task.
+# What an event is to the outbox: sent as is, coalesced (progress), or the end of its task.
 PLAIN, PROGRESS, TERMINAL = 0, 1, 2
 
 
 class Handover:
-    """Puts events into a notifier's queue and counts each one, never waiting."""
+    """Puts events into a notifier's outbox and counts each one, never waiting."""
 
     def __init__(
         self, config: NotifierConfig, ledger: Ledger, coalescer: Coalescer, log: Logger
@@ -45,7 +44,7 @@ class Handover:
 
     def offer(
         self,
-        queue: janus.SyncQueue[Item],
+        outbox: Outbox,
         task_id: str,
         payload: bytes | Step | Member,
         kind: int,
@@ -65,13 +64,13 @@ class Handover:
                 if kind == TERMINAL and self._coalescing:
                     coalescer.hurry(task_id)  # before the put: see Coalescer.hurry
             try:
-                queue.put_nowait(item)
-            except janus.SyncQueueShutDown:
+                outbox.put(item)
+            except Closed:
                 report, accepted = ledger.reject(CLOSED), False
-            except janus.SyncQueueFull:
+            except Full:
                 if self._overflow_oldest:
-                    report = self._evict_oldest(queue)
-                    queue.put_nowait(item)  # room is certain: every put holds ledger.lock
+                    report = self._evict_oldest(outbox)
+                    outbox.put(item)  # room is certain: every put holds ledger.lock
                     self._accepted(item, kind)
                     accepted = True
                 else:
@@ -87,7 +86,7 @@ class Handover:
         return accepted
 
     def reject(self, reason: str) -> bool:
-        """Count a call refused before it reached a queue (the notifier is closed)."""
+        """Count a call refused before it reached an outbox (the notifier is closed)."""
         with self._ledger.lock:
             report = self._ledger.reject(reason)
         if report is not None:
@@ -104,7 +103,7 @@ class Handover:
         return False
 
     def _accepted(self, item: Item, kind: int) -> None:
-        """Count an event now in the queue; a slot opens, a terminal event ends its task's
+        """Count an event now in the outbox; a slot opens, a terminal event ends its task's
         progress. Called with ledger.lock."""
         self._ledger.accepted += 1
         task_id, data = item
@@ -113,12 +112,9 @@ class Handover:
         elif kind == TERMINAL:
             self._coalescer.ended(task_id, time.monotonic())
 
-    def _evict_oldest(self, queue: janus.SyncQueue[Item]) -> dict[str, int] | None:
-        """Make room for one event by dropping the oldest queued one. Called with ledger.lock."""
-        try:
-            task_id, data = queue.get_nowait()
-        except janus.SyncQueueEmpty:
-            return None  # the notifier thread just took a batch; there is room now
+    def _evict_oldest(self, outbox: Outbox) -> dict[str, int] | None:
+        """Make room for one event by dropping the oldest waiting one. Called with ledger.lock."""
+        task_id, data = outbox.evict()  # Full: it holds maxsize events, at least one
         if isinstance(data, Slot):
             self._coalescer.close(task_id, data)  # no later progress may go into it
         return self._ledger.lose(EVICTED)

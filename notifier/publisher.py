@@ -17,10 +17,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
-import janus
-
 from notifier import native, seams
-from notifier.batch import Item
 from notifier.coalesce import Coalescer
 from notifier.config import NotifierConfig
 from notifier.events import check_event_type, check_task_id, encode_event, encode_failure
@@ -29,6 +26,7 @@ from notifier.handover import PLAIN, TERMINAL, Handover
 from notifier.ledger import CLOSED, Ledger
 from notifier.loader import default_config
 from notifier.logs import get_logger
+from notifier.outbox import Outbox
 from notifier.sender import Sender
 from notifier.workflows.ids import PREFIX as WORKFLOW_PREFIX
 from notifier.workflows.ids import channel_id
@@ -73,7 +71,7 @@ class Notifier:
         self._handover = Handover(self.config, self._ledger, self._coalescer, self._log)
         self._sender: Sender | None = None
         self._thread: native.Thread | None = None
-        self._queue: janus.SyncQueue[Item] | None = None
+        self._outbox: Outbox | None = None  # set once the thread is ready to take events
         # channel id of a task -> its workflow id, for the tasks running in a workflow here
         self._workflows: dict[str, str] = {}
 
@@ -94,13 +92,14 @@ class Notifier:
                     "(supported: the notifier runs on a real thread there) or an unpatched process"
                 )
             seams.starting(self)  # optional parts attach here (health: notifier/health.py)
-            sender = Sender(self.config, self._ledger, self._coalescer, self._log)
+            outbox = Outbox(self.config.queue.maxsize, self._ledger.lock)
+            sender = Sender(self.config, self._ledger, self._coalescer, outbox, self._log)
             sender.tick_listeners = self._heartbeat_listeners
             thread = native.Thread(target=sender.run, name="notifier")
             thread.start()
-            if not sender.ready.wait(START_TIMEOUT) or sender.queue is None:
+            if not sender.ready.wait(START_TIMEOUT):
                 raise NotifierError(f"the notifier thread did not start within {START_TIMEOUT}s")
-            self._sender, self._thread, self._queue = sender, thread, sender.queue.sync_q
+            self._sender, self._thread, self._outbox = sender, thread, outbox
             self._state = _RUNNING
 
     def close(self, timeout: float | None = None) -> None:
@@ -250,12 +249,12 @@ class Notifier:
         return self._offer(WORKFLOW_PREFIX + step.workflow, step, PLAIN)
 
     def _offer(self, task_id: str, payload: bytes | Step | Member, kind: int) -> bool:
-        queue = self._queue
-        if queue is None:  # not started yet, or forked: the fork hook cleared it in the child
-            queue = self._start_lazily()
-            if queue is None:
+        outbox = self._outbox
+        if outbox is None:  # not started yet, or forked: the fork hook cleared it in the child
+            outbox = self._start_lazily()
+            if outbox is None:
                 return self._handover.reject(CLOSED)
-        return self._handover.offer(queue, task_id, payload, kind, self._state == _RUNNING)
+        return self._handover.offer(outbox, task_id, payload, kind, self._state == _RUNNING)
 
     def ended_since(self, task_id: str, since: float) -> bool:
         """Whether an event ending ``task_id`` (completed, failed, revoked) was accepted at or
@@ -263,8 +262,8 @@ class Notifier:
         with self._ledger.lock:
             return self._coalescer.ended_since(task_id, since)
 
-    def _start_lazily(self) -> janus.SyncQueue[Item] | None:
-        """The queue to put into, starting the thread if need be; None when closed."""
+    def _start_lazily(self) -> Outbox | None:
+        """The outbox to put into, starting the thread if need be; None when closed."""
         if self._pid != os.getpid():
             with self._lifecycle:
                 if self._pid != os.getpid():
@@ -276,7 +275,7 @@ class Notifier:
         except (NotifierError, RuntimeError) as exc:  # RuntimeError: interpreter shutting down
             self._log.error("notifier_start_failed", error=str(exc))
             return None
-        return self._queue
+        return self._outbox
 
     # Introspection --------------------------------------------------------------------------
 
@@ -286,7 +285,7 @@ class Notifier:
         ledger = self._ledger
         with ledger.lock:
             stats = ledger.snapshot()
-            stats["queue_size"] = self._queue.qsize() if self._queue is not None else 0
+            stats["queue_size"] = self._outbox.size() if self._outbox is not None else 0
         stats["queue_capacity"] = self.config.queue.maxsize
         stats["thread_alive"] = self._thread is not None and self._thread.is_alive()
         stats["pid"] = self._pid
@@ -307,7 +306,7 @@ class Notifier:
 
         The parent's queued events stay the parent's: the child never sends them again.
         """
-        _inherited_from_parent.append((self._sender, self._thread, self._queue))
+        _inherited_from_parent.append((self._sender, self._thread, self._outbox))
         closed = self._state == _CLOSED
         self._reset()
         if closed:

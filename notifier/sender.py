@@ -1,9 +1,10 @@
-"""The notifier thread: its own event loop, its own queue, its own Redis connections.
+"""The notifier thread: its own event loop, its own Redis connections.
 
 Everything in this module runs on the notifier thread, except the three hand-over points the
 publisher uses from other threads: ``ready`` (a native.Event), ``request_stop()`` and
-``force_stop()``. The loop, the janus queue's async side and the router (which owns the Redis
-connections: ``notifier/topology/``) are created here and never touched from anywhere else.
+``force_stop()``. The loop, the outbox's doorbell (``notifier/outbox.py``) and the router (which
+owns the Redis connections: ``notifier/topology/``) are created here and never touched from
+anywhere else.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
-import janus
-
 from notifier import native
 from notifier.aio import cancel_and_wait
 from notifier.batch import Event, Item
@@ -23,12 +22,13 @@ from notifier.coalesce import Coalescer, Gate, Slot
 from notifier.config import NotifierConfig
 from notifier.ledger import CRASHED, SHUTDOWN, Ledger
 from notifier.logs import Logger
+from notifier.outbox import Outbox
 from notifier.topology.base import TRANSPORT_ERRORS
 from notifier.topology.routers import make_router
 from notifier.workflows.steps import Member, Step
 
-# While events flow, how often the sender looks at the queue, and for how long after the last
-# event it keeps looking before it waits on the queue instead (see Sender._pump).
+# While events flow, how often the sender looks at the outbox, and for how long after the last
+# event it keeps looking before it waits on its doorbell instead (see Sender._pump).
 POLL_INTERVAL = 0.001
 ACTIVE_WINDOW = 0.1
 
@@ -36,12 +36,18 @@ __all__ = ["TRANSPORT_ERRORS", "Sender"]
 
 
 class Sender:
-    """Takes batches off the queue and publishes them, reconnecting until they are delivered."""
+    """Takes batches from the outbox and publishes them, reconnecting until they are delivered."""
 
     def __init__(
-        self, config: NotifierConfig, ledger: Ledger, coalescer: Coalescer, log: Logger
+        self,
+        config: NotifierConfig,
+        ledger: Ledger,
+        coalescer: Coalescer,
+        outbox: Outbox,
+        log: Logger,
     ) -> None:
         self.config = config
+        self.outbox = outbox
         self.ledger = ledger
         self.coalescer = coalescer
         interval = config.queue.progress_interval
@@ -50,7 +56,6 @@ class Sender:
         self.ready = native.Event()
         # Called on the notifier thread with the loop's lag at every heartbeat (health snapshots).
         self.tick_listeners: list[Callable[[float], None]] = []
-        self.queue: janus.Queue[Item] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
         self.router = make_router(config, ledger, log)
@@ -65,8 +70,7 @@ class Sender:
 
     def request_stop(self) -> None:
         """Refuse new events, deliver what is queued, then end the thread. Any thread."""
-        if self.queue is not None:
-            self.queue.shutdown()  # thread-safe; wakes the sender once the queue is empty
+        self.outbox.close()  # thread-safe; wakes the sender, which stops once it is empty
 
     def force_stop(self) -> None:
         """Give up delivering: what is left is counted as dropped (``shutdown``). Any thread."""
@@ -81,23 +85,22 @@ class Sender:
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._main = asyncio.current_task()
-        self.queue = janus.Queue(self.config.queue.maxsize)
-        native.adopt_queue_locks(self.queue)
+        self.outbox.open()
         heartbeat = asyncio.create_task(self._heartbeat())
         self.ready.set()
         reason = SHUTDOWN
         try:
-            await self._pump(self.queue.async_q)
+            await self._pump()
         except asyncio.CancelledError:
             pass  # force_stop(): the deadline passed
         except Exception:
             reason = CRASHED
             self.log.exception("notifier_thread_crashed")
         finally:
-            self._drop_remaining(self.queue, reason)  # first: no await may come before the count
+            self._drop_remaining(reason)  # first: no await may come before the count
             await cancel_and_wait(heartbeat)
             await self.router.close()
-            await self.queue.wait_closed()
+            await self.outbox.wait_closed()
 
     async def _heartbeat(self) -> None:
         """Prove, every heartbeat_interval, that this loop still runs, and measure how late it
@@ -118,61 +121,54 @@ class Sender:
             due = loop.time() + interval
             await asyncio.sleep(interval)
 
-    async def _pump(self, queue: janus.AsyncQueue[Item]) -> None:
-        """Take batches off the queue and deliver them, until the queue is shut down and empty.
+    async def _pump(self) -> None:
+        """Take batches from the outbox and deliver them, until it is closed and empty.
 
-        While events are flowing the sender polls the queue every POLL_INTERVAL instead of
+        While events are flowing the sender polls the outbox every POLL_INTERVAL instead of
         waiting on it: a waiting consumer makes every put() wake this loop through its self-pipe
         (a system call and a thread wake-up, several microseconds on the caller's side for each
         event). Polling moves that cost to this thread, once per interval, and lets events
-        gather into batches. After ACTIVE_WINDOW without events it waits on the queue again, so
-        an idle process costs nothing.
+        gather into batches. After ACTIVE_WINDOW without events it waits on the outbox's
+        doorbell again, so an idle process costs nothing.
         """
         loop = asyncio.get_running_loop()
         await self.router.probe()  # connect now, not at the first event: health shows it early
         last_event = -math.inf
         while True:
-            taken, closed = self._take(queue, [])
+            with self.ledger.lock:
+                taken, closed = self.outbox.take(self.config.queue.batch_size)
             batch = self._admit(taken, drain=closed)
             if not batch:
                 if closed:
                     return  # closed, drained, and nothing held
                 if loop.time() - last_event < ACTIVE_WINDOW:
                     await asyncio.sleep(POLL_INTERVAL)
-                    continue
-                first = await self._wait(queue)
-                if first is None:
-                    continue
-                taken, _ = self._take(queue, [first])
-                batch = self._admit(taken, drain=False)
-                if not batch:
-                    continue  # it was a progress slot, held until its task may send again
+                else:
+                    await self._wait()
+                continue
             last_event = loop.time()
-            await self._deliver(queue, batch)
+            await self._deliver(batch)
 
-    async def _wait(self, queue: janus.AsyncQueue[Item]) -> Item | None:
+    async def _wait(self) -> None:
         """Wait for the next event, for up to a heartbeat interval (then check the connection)
-        or until the first held progress slot falls due; None when none came."""
+        or until the first held progress slot falls due."""
         due = None if self._gate is None else self._gate.next_due()
         wait = self.config.health.heartbeat_interval
         if due is not None:
             wait = max(0.0, min(wait, due - time.monotonic()))
         try:
             async with asyncio.timeout(wait):
-                return await queue.get()
+                await self.outbox.wait()
         except TimeoutError:
             if due is None:
                 await self.router.probe()
-            return None
-        except janus.AsyncQueueShutDown:
-            return None  # the next _take sees it, and the loop drains what is held
 
     def _admit(self, taken: list[Item], drain: bool) -> list[Event]:
         """The events to send now: encoded events as they are; progress slots whose task may
         send again; held slots that fell due (every one, when draining). A slot taken too soon
         after its task's last progress is held, and keeps taking its task's newer progress."""
         gate = self._gate
-        if gate is None:  # no coalescing: the queue holds no slots
+        if gate is None:  # no coalescing: the outbox holds no slots
             return _expanded(taken)
         if not taken and not gate.holding:
             return []
@@ -207,19 +203,7 @@ class Sender:
         if self._gate is not None:
             self._gate.sent(task_id, now)
 
-    def _take(self, queue: janus.AsyncQueue[Item], batch: list[Item]) -> tuple[list[Item], bool]:
-        """Fill ``batch`` with what is queued, up to batch_size, without waiting; and whether the
-        queue is shut down and empty."""
-        while len(batch) < self.config.queue.batch_size:
-            try:
-                batch.append(queue.get_nowait())
-            except janus.AsyncQueueEmpty:
-                return batch, False
-            except janus.AsyncQueueShutDown:
-                return batch, True
-        return batch, False
-
-    async def _deliver(self, queue: janus.AsyncQueue[Item], batch: Sequence[Event]) -> None:
+    async def _deliver(self, batch: Sequence[Event]) -> None:
         """Publish the batch, sending again what did not get through, as often as it takes
         (at least once delivery). Which connection an event goes to is the router's business."""
         pending, attempt = list(batch), 0
@@ -243,17 +227,16 @@ class Sender:
             await asyncio.sleep(self.config.reconnect.delay(attempt))
             attempt += 1
 
-    def _drop_remaining(self, queue: janus.Queue[Item], reason: str) -> None:
-        """Count what was never delivered, then close the queue. Runs once, at the end."""
-        queue.shutdown()
+    def _drop_remaining(self, reason: str) -> None:
+        """Close the outbox and count what was never delivered. Runs once, at the end."""
+        self.outbox.discard()
         with self.ledger.lock:
-            remaining = self.ledger.pending()  # queued, taken, or held: none of it will be sent
+            remaining = self.ledger.pending()  # waiting, taken, or held: none of it will be sent
             report = self.ledger.lose(reason, remaining) if remaining else None
         if remaining:
             self.log.warning(
                 "notification_dropped", reason=reason, count=remaining, dropped_by_reason=report
             )
-        queue.close()
 
 
 def _expanded(taken: list[Item]) -> list[Event]:
