@@ -4,9 +4,11 @@ alternately, in one run.
 REF is checked out into a temporary git worktree. Each round runs bench/compare_side.py (this
 tree's copy, so both sides are measured the same way) once with REF's ``notifier`` first on
 PYTHONPATH and once with the working tree's, in fresh processes against one redis-server; the
-order flips every round (ABBA...), so a drift of the machine falls on both. For each figure:
-the median and range of each side over the rounds, and the working tree's median as a ratio of
-REF's (below 1 is faster for times, above 1 faster for rates).
+order flips every round (ABBA...), so a drift of the machine falls on both. Each round also
+measures the ceiling, ``redis-benchmark PUBLISH -P 256`` with a live subscriber, as ``make bench``
+does. For each figure: the median and range of each side over the rounds, and the working tree's
+median as a ratio of REF's (below 1 is faster for times, above 1 faster for rates). The "x floor"
+and "of ceiling" rows are ratios taken within each round and side, then their median.
 
     python -m bench.compare --ref COMMIT [--rounds N]
 """
@@ -23,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.delivery import redis_benchmark_ceiling
 from notifier.testing import RedisServer
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +52,23 @@ def side(tree: Path, url: str) -> dict[str, Any]:
     if not imported.is_relative_to(tree.resolve()):
         raise SystemExit(f"{tree}: imported notifier from {imported}, not from the tree")
     return figures
+
+
+CEILING_EVENTS = 300_000
+# Read against the floor or the ceiling of the same round: (row, figure, what it is divided by).
+RATIOS = (
+    ("progress_burst_x_floor", "progress_burst_p50_us", "floor_burst_p50_us"),
+    ("failed_burst_x_floor", "failed_burst_p50_us", "floor_burst_p50_us"),
+    ("failed_steady_x_floor", "failed_steady_p50_us", "floor_steady_p50_us"),
+    ("events_per_s_of_ceiling", "events_per_s", "ceiling_events_per_s"),
+)
+
+
+def with_ratios(figures: dict[str, float], ceiling: float) -> dict[str, float]:
+    out = {**figures, "ceiling_events_per_s": ceiling}
+    for row, figure, base in RATIOS:
+        out[row] = out[figure] / out[base]
+    return out
 
 
 def table(ref: str, rounds: list[dict[str, dict[str, float]]]) -> str:
@@ -84,12 +104,15 @@ def main() -> None:
             check=True,
         )  # fmt: skip
         try:
-            with RedisServer() as redis:
+            # No output-buffer limit: Redis would disconnect a subscriber that falls behind.
+            with RedisServer(extra=["--client-output-buffer-limit", "pubsub 0 0 0"]) as redis:
                 for i in range(args.rounds):
                     order = ("ref", "tree") if i % 2 == 0 else ("tree", "ref")
+                    ceiling = redis_benchmark_ceiling(redis.port, CEILING_EVENTS)
                     done: dict[str, dict[str, float]] = {}
                     for name in order:
-                        done[name] = side(worktree if name == "ref" else CHECKOUT, redis.url)
+                        figures = side(worktree if name == "ref" else CHECKOUT, redis.url)
+                        done[name] = with_ratios(figures, ceiling)
                     rounds.append(done)
                     print(f"round {i + 1}/{args.rounds}: {json.dumps(done)}", flush=True)
         finally:

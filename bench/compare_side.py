@@ -14,11 +14,16 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import notifier
 from notifier import Notifier, NotifierConfig
 from notifier.config import QueueConfig, RedisConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's bench/
+from bench.delivery import CountingSubscriber, RedisServerClient  # noqa: E402
 
 EVENT = {"step": "review", "attempt": 3, "note": "réexamen demandé"}  # bench/run.py's payload
 BURST = 20_000
@@ -30,10 +35,23 @@ def p50_us(samples: list[int]) -> float:
     return statistics.median(samples) / 1000
 
 
-def floor() -> float:
-    """The floor's burst p50 (bench/alternatives.py): machine, not code, so it should not move
-    between the two sides; when it does, the machine did."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+def steady(send: Callable[[int], object]) -> float:
+    """The p50 of ``send`` called 1,000 times a second."""
+    samples, due = [], time.perf_counter()
+    for i in range(STEADY):
+        due += 1 / 1000
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        started = time.perf_counter_ns()
+        send(i)
+        samples.append(time.perf_counter_ns() - started)
+    return p50_us(samples)
+
+
+def floor() -> dict[str, float]:
+    """The floor's burst and steady p50s (bench/alternatives.py): machine, not code, so they
+    should not move between the two sides; when they do, the machine did."""
     from bench.alternatives import floor as make_floor
 
     send, _ = make_floor("")
@@ -42,7 +60,10 @@ def floor() -> float:
         started = time.perf_counter_ns()
         send("bench-task", {**EVENT, "i": i})
         samples.append(time.perf_counter_ns() - started)
-    return p50_us(samples)
+    return {
+        "floor_burst_p50_us": p50_us(samples),
+        "floor_steady_p50_us": steady(lambda i: send("bench-task", {**EVENT, "i": i})),
+    }
 
 
 def caller(n: Notifier) -> dict[str, float]:
@@ -60,27 +81,23 @@ def caller(n: Notifier) -> dict[str, float]:
             samples.append(time.perf_counter_ns() - started)
         out[f"{name}_burst_p50_us"] = p50_us(samples)
         n.flush(30)
-    samples, due = [], time.perf_counter()
-    for i in range(STEADY):
-        due += 1 / 1000
-        pause = due - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-        started = time.perf_counter_ns()
-        n.publish_failed("bench-task", error, **EVENT, i=i)
-        samples.append(time.perf_counter_ns() - started)
-    out["failed_steady_p50_us"] = p50_us(samples)
+    out["failed_steady_p50_us"] = steady(
+        lambda i: n.publish_failed("bench-task", error, **EVENT, i=i)
+    )
     n.flush(30)
     return out
 
 
 def throughput(url: str) -> dict[str, float]:
-    """publish_failed as fast as it goes, until Redis acknowledged all: events/s, CPU/event."""
+    """publish_failed as fast as it goes, until Redis acknowledged all, with a live subscriber
+    (bench/delivery.py) that must receive every event: events/s, CPU/event."""
     n = Notifier(NotifierConfig(redis=RedisConfig(url=url), queue=QueueConfig(maxsize=THROUGHPUT)))
     n.start()
     error = TimeoutError("review service did not answer")
     n.publish_failed("tp", error, **EVENT)
     n.flush(30)
+    port = urlsplit(url).port or 6379
+    subscriber = CountingSubscriber(port, "task:tp")
     gc.collect()
     cpu, started = time.process_time(), time.perf_counter()
     for i in range(THROUGHPUT):
@@ -90,6 +107,10 @@ def throughput(url: str) -> dict[str, float]:
     stats = n.stats()
     if stats["published"] != THROUGHPUT + 1:
         raise SystemExit(f"published {stats['published']} of {THROUGHPUT + 1}")
+    RedisServerClient(port).publish("task:tp", "END")
+    received, _ = subscriber.wait()
+    if received != THROUGHPUT:
+        raise SystemExit(f"the subscriber received {received} of {THROUGHPUT}")
     return {"events_per_s": THROUGHPUT / elapsed, "cpu_us_per_event": cpu / THROUGHPUT * 1e6}
 
 
@@ -99,7 +120,7 @@ def main() -> None:
     with Notifier(config) as n:
         n.publish_progress("bench-task", 0.0)  # warm up: connect, first-call imports
         n.flush(30)
-        figures = {"floor_burst_p50_us": floor(), **caller(n)}
+        figures = {**floor(), **caller(n)}
     figures.update(throughput(url))
     print(json.dumps({"notifier": notifier.__file__, **figures}))
 

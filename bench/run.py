@@ -16,7 +16,6 @@ import gc
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import redis
 
 from bench import workflows
 from bench.alternatives import ALTERNATIVES, notifier_publish_failed, sync_publish
+from bench.delivery import CountingSubscriber, RedisServerClient, redis_benchmark_ceiling
 from bench.stalls import CallTimes, StallProbe
 from notifier import Notifier, NotifierConfig
 from notifier.config import QueueConfig, RedisConfig
@@ -105,41 +105,6 @@ def bench_caller(url: str, runs: int, quick: bool, probe: StallProbe) -> dict[st
 # 2. Delivered throughput --------------------------------------------------------------------
 
 
-class CountingSubscriber:
-    """bench/subscriber.py in count mode, in its own process: counts messages until END."""
-
-    def __init__(self, port: int, channel: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.subscriber", str(port), channel, "count"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        self.process.stdout.readline()  # "subscribed": confirmed before anything is published
-
-    def wait(self) -> tuple[int, float]:
-        """Messages received before END, and when END arrived."""
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        arrived = time.perf_counter()
-        self.process.wait(10)
-        self.process.stdout.close()
-        return int(line), arrived
-
-
-class RedisServerClient:
-    def __init__(self, port: int) -> None:
-        import redis
-
-        self.client = redis.Redis(port=port)
-
-    def numsub(self, channel: str) -> int:
-        return int(self.client.pubsub_numsub(channel)[0][1])
-
-    def publish(self, channel: str, message: str) -> None:
-        self.client.publish(channel, message)
-
-
 def throughput(name: str, url: str, port: int, events: int) -> dict[str, float]:
     """Events/s published into Redis (acknowledged by it) with a live subscriber attached, as
     redis-benchmark counts too; the subscriber's own receiving rate (on this 2-core machine it
@@ -167,49 +132,6 @@ def throughput(name: str, url: str, port: int, events: int) -> dict[str, float]:
         "cpu_us_per_event": cpu / events * 1e6,
         "subscriber_received_per_s": events / (received - t0),
     }
-
-
-def redis_benchmark_ceiling(port: int, events: int) -> float:
-    """redis-benchmark PUBLISH, pipelined, one connection, same payload size, live subscriber."""
-    binary = shutil.which("redis-benchmark")
-    if binary is None:
-        return float("nan")
-    subscriber = CountingSubscriber(port, "task:tp")
-    payload = json.dumps(
-        {
-            "event_id": "x" * 20,
-            "type": "failed",
-            "task_id": "tp",
-            "timestamp": "2026-11-28T05:00:00.000000Z",
-            "data": EVENT,
-        }
-    )
-    done = subprocess.run(
-        [
-            binary,
-            "-p",
-            str(port),
-            "-n",
-            str(events),
-            "-P",
-            "256",
-            "-c",
-            "1",
-            "--csv",
-            "PUBLISH",
-            "task:tp",
-            payload,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    RedisServerClient(port).publish("task:tp", "END")
-    subscriber.wait()
-    # redis-benchmark does not escape the quotes of the command it names in the first field, so
-    # count fields from the end: "rps" is followed by six latency columns.
-    last = done.stdout.strip().splitlines()[-1]
-    return float(last.rsplit(",", 7)[1].strip('"'))
 
 
 def bench_throughput(url: str, port: int, runs: int, quick: bool) -> dict[str, Any]:
