@@ -17,7 +17,7 @@ from typing import cast
 
 from notifier.coalesce import Slot
 from notifier.config import NotifierConfig
-from notifier.link import ReplyError, command, publish_command
+from notifier.link import ReplyError, command, publish_command, publish_head
 from notifier.topology.naming import Naming
 from notifier.workflows.script import Scripts, missing_script
 from notifier.workflows.steps import Member, Step
@@ -58,15 +58,16 @@ class Packer:
         if _has_steps(batch):
             return self._pack_mixed(batch)
         plain = cast(Sequence[tuple[str, bytes]], batch)
-        # A task's events tend to come together: its channel's name is made once per batch.
-        channels: dict[str, bytes] = {}
+        # A task's events tend to come together: its PUBLISH's head is made once per batch, and
+        # each event adds its message's length and bytes (one formatting step, as below).
+        heads: dict[str, bytes] = {}
         if not self._history:
             publishes = []
             for task_id, payload in plain:
-                channel = channels.get(task_id)
-                if channel is None:
-                    channel = channels[task_id] = naming.channel(task_id).encode()
-                publishes.append(publish_command(channel, payload, verb))
+                head = heads.get(task_id)
+                if head is None:
+                    head = heads[task_id] = publish_head(naming.channel(task_id).encode(), verb)
+                publishes.append(b"%s$%d\r\n%s\r\n" % (head, len(payload), payload))
             return b"".join(publishes), len(publishes)
         packed: list[bytes] = []
         keys: dict[str, bytes] = {}
@@ -74,9 +75,9 @@ class Packer:
             key = keys.get(task_id)
             if key is None:
                 key = keys[task_id] = naming.key(task_id).encode()
-                channels[task_id] = naming.channel(task_id).encode()
+                heads[task_id] = publish_head(naming.channel(task_id).encode(), verb)
             packed.append(command(b"XADD", key, b"MAXLEN", self._maxlen, b"*", b"event", payload))
-            packed.append(publish_command(channels[task_id], payload, verb))
+            packed.append(b"%s$%d\r\n%s\r\n" % (heads[task_id], len(payload), payload))
         packed += [command(b"EXPIRE", key, self._ttl) for key in keys.values()]
         return b"".join(packed), len(packed)
 

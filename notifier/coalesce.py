@@ -65,16 +65,13 @@ class Coalescer:
         """``slot`` was just queued: the task's later progress goes into it while it is open."""
         self._open[task_id] = slot
 
-    def hurry(self, task_id: str) -> None:
-        """The task's terminal event is about to be queued: its open slot, if any, must go out
-        first, now. Called before the terminal event's put, so that the notifier thread, when it
-        takes the terminal event, already sees the slot marked."""
+    def ended(self, task_id: str, now: float) -> None:
+        """The task's terminal event was accepted: its open slot, if any, must go out first,
+        now. Called under the same hold of the lock as the terminal event's put, so that the
+        notifier thread, which takes events under that lock, sees the slot marked by then."""
         slot = self._open.pop(task_id, None)
         if slot is not None:
             slot.urgent = True
-
-    def ended(self, task_id: str, now: float) -> None:
-        """The task's terminal event was accepted."""
         remember(self._ended, task_id, now)
 
     def close(self, task_id: str, slot: Slot) -> bytes | Member | Step:

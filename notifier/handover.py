@@ -61,8 +61,6 @@ class Handover:
                 item: Item = (task_id, Slot(payload))
             else:
                 item = (task_id, payload)
-                if kind == TERMINAL and self._coalescing:
-                    coalescer.hurry(task_id)  # before the put: see Coalescer.hurry
             try:
                 outbox.put(item)
             except Closed:
@@ -71,15 +69,12 @@ class Handover:
                 if self._overflow_oldest:
                     report = self._evict_oldest(outbox)
                     outbox.put(item)  # room is certain: every put holds ledger.lock
-                    self._accepted(item, kind)
+                    self._accepted(task_id, item[1], kind)
                     accepted = True
                 else:
                     report, accepted = ledger.reject(QUEUE_FULL), False
             else:
-                if kind == PLAIN:  # the common case, without the call to _accepted
-                    ledger.accepted += 1
-                else:
-                    self._accepted(item, kind)
+                self._accepted(task_id, item[1], kind)
                 return True
         if report is not None:
             self._log.warning("notification_dropped", dropped_by_reason=report)
@@ -102,15 +97,15 @@ class Handover:
             self._log.error("notification_invalid", reason=reason, dropped_by_reason=report)
         return False
 
-    def _accepted(self, item: Item, kind: int) -> None:
+    def _accepted(self, task_id: str, data: object, kind: int) -> None:
         """Count an event now in the outbox; a slot opens, a terminal event ends its task's
-        progress. Called with ledger.lock."""
+        progress. Called with ledger.lock, in the same hold as the put: the notifier thread,
+        which takes events under that lock, sees all of it or none."""
         self._ledger.accepted += 1
-        task_id, data = item
-        if isinstance(data, Slot):
-            self._coalescer.register(task_id, data)
-        elif kind == TERMINAL:
+        if kind == TERMINAL:
             self._coalescer.ended(task_id, time.monotonic())
+        elif kind == PROGRESS:
+            self._coalescer.register(task_id, data)  # type: ignore[arg-type]  # the Slot
 
     def _evict_oldest(self, outbox: Outbox) -> dict[str, int] | None:
         """Make room for one event by dropping the oldest waiting one. Called with ledger.lock."""

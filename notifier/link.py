@@ -48,6 +48,12 @@ def publish_command(channel: bytes, message: bytes, verb: bytes = b"PUBLISH") ->
     )
 
 
+def publish_head(channel: bytes, verb: bytes = b"PUBLISH") -> bytes:
+    """What every PUBLISH to ``channel`` starts with: the head plus ``$<len>\\r\\n<message>\\r\\n``
+    is the command ``publish_command`` writes. A batch makes each channel's head once."""
+    return b"*3\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(verb), verb, len(channel), channel)
+
+
 class Link:
     """A connected socket to Redis that sends pipelined commands and reads their replies."""
 

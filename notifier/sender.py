@@ -241,6 +241,11 @@ class Sender:
 
 def _expanded(taken: list[Item]) -> list[Event]:
     """The events of what was taken, none of it a slot."""
+    for _, data in taken:
+        if type(data) is Member:
+            break
+    else:  # the common case: every item is one event already
+        return taken  # type: ignore[return-value]  # bytes or Step: no slot without coalescing
     batch: list[Event] = []
     for task_id, data in taken:
         _add(batch, task_id, data)  # type: ignore[arg-type]  # a Slot only with coalescing
