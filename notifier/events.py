@@ -131,8 +131,9 @@ def encode_event(task_id: str, event_type: str, data: Mapping[str, Any], max_byt
     except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
         raise InvalidEvent(f"event data is not JSON-serialisable: {exc}") from None
     # orjson writes NaN and infinities as null, which would change the data silently. They are
-    # rare, so look for them only when the output has a null in it at all.
-    if b"null" in payload and _has_non_finite(data):
+    # rare, so look for them only when the output has a null in it at all. (find, not "in":
+    # bytes.__contains__ first tries its argument as an int, and pays for the TypeError.)
+    if payload.find(b"null") != -1 and _has_non_finite(data):
         raise InvalidEvent("event data contains NaN or infinity, which JSON cannot represent")
     if len(payload) > max_bytes:
         raise InvalidEvent(

@@ -63,19 +63,24 @@ class Handover:
                 item = (task_id, payload)
             try:
                 outbox.put(item)
+                accepted, report = True, None
             except Closed:
-                report, accepted = ledger.reject(CLOSED), False
+                accepted, report = False, ledger.reject(CLOSED)
             except Full:
-                if self._overflow_oldest:
+                accepted = self._overflow_oldest
+                if accepted:
                     report = self._evict_oldest(outbox)
                     outbox.put(item)  # room is certain: every put holds ledger.lock
-                    self._accepted(task_id, item[1], kind)
-                    accepted = True
                 else:
-                    report, accepted = ledger.reject(QUEUE_FULL), False
-            else:
-                self._accepted(task_id, item[1], kind)
-                return True
+                    report = ledger.reject(QUEUE_FULL)
+            if accepted:
+                # In the same hold of the lock as the put: the notifier thread, which takes
+                # events under it, sees the event and what it changed together.
+                ledger.accepted += 1
+                if kind == TERMINAL:
+                    coalescer.ended(task_id, time.monotonic())  # ends the task's progress
+                elif kind == PROGRESS:
+                    coalescer.register(task_id, item[1])  # type: ignore[arg-type]  # the Slot
         if report is not None:
             self._log.warning("notification_dropped", dropped_by_reason=report)
         return accepted
@@ -96,16 +101,6 @@ class Handover:
             reason, _ = describe_error(exc)
             self._log.error("notification_invalid", reason=reason, dropped_by_reason=report)
         return False
-
-    def _accepted(self, task_id: str, data: object, kind: int) -> None:
-        """Count an event now in the outbox; a slot opens, a terminal event ends its task's
-        progress. Called with ledger.lock, in the same hold as the put: the notifier thread,
-        which takes events under that lock, sees all of it or none."""
-        self._ledger.accepted += 1
-        if kind == TERMINAL:
-            self._coalescer.ended(task_id, time.monotonic())
-        elif kind == PROGRESS:
-            self._coalescer.register(task_id, data)  # type: ignore[arg-type]  # the Slot
 
     def _evict_oldest(self, outbox: Outbox) -> dict[str, int] | None:
         """Make room for one event by dropping the oldest waiting one. Called with ledger.lock."""
