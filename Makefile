@@ -63,17 +63,20 @@ bench: $(BENCH_STAMP)
 bench-gateway: $(BENCH_STAMP)
 	$(BIN)/python -m bench.gateway $(BENCH_ARGS)
 
+# Not in CI: the working tree against REF (a commit), alternately in one run, at least five
+# rounds (ROUNDS=N): caller p50s against the floor, throughput against redis-benchmark's
+# ceiling with a live subscriber, CPU per event; each side's median and range and their ratio;
+# writes bench/results/compare.md. REF is checked out into a temporary worktree. TREE=<commit>
+# measures that commit in the working tree's place; QUEUE="progress_interval=0" sets [queue]
+# keys on both sides. About 40 s for five rounds.
+ROUNDS ?= 5
+bench-compare: $(STAMP)
+	@test -n "$(REF)" || { echo "usage: make bench-compare REF=<commit> [TREE=<commit>] [ROUNDS=5] [QUEUE=key=value]"; exit 2; }
+	$(BIN)/python -m bench.compare --ref $(REF) --rounds $(ROUNDS) $(if $(TREE),--tree $(TREE)) $(foreach q,$(QUEUE),--queue $(q))
+
 # Not in CI (and part of make bench): a group of 500 on a real prefork worker with the workflow
 # channel on and off in the sending process, alternately: worker and Redis CPU per task, wall
 # time, and the send; writes bench/results/workflows.md and .json. About a minute.
-# Not in CI: the working tree against REF (a commit), alternately in one run, at least five
-# rounds (ROUNDS=N): caller p50s, throughput and CPU per event, each side's median and range and
-# their ratio; writes bench/results/compare.md. REF is checked out into a temporary worktree.
-ROUNDS ?= 5
-bench-compare: $(STAMP)
-	@test -n "$(REF)" || { echo "usage: make bench-compare REF=<commit> [ROUNDS=5]"; exit 2; }
-	$(BIN)/python -m bench.compare --ref $(REF) --rounds $(ROUNDS)
-
 bench-workflows: $(STAMP)
 	$(BIN)/python -m bench.workflows $(BENCH_ARGS)
 

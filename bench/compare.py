@@ -10,7 +10,11 @@ does. For each figure: the median and range of each side over the rounds, and th
 median as a ratio of REF's (below 1 is faster for times, above 1 faster for rates). The "x floor"
 and "of ceiling" rows are ratios taken within each round and side, then their median.
 
-    python -m bench.compare --ref COMMIT [--rounds N]
+``--tree COMMIT`` puts a second commit in the working tree's place (what one change cost, long
+after it landed); ``--queue KEY=VALUE`` sets a ``[queue]`` key on both sides where that side's
+QueueConfig has it (``progress_interval=0``: coalescing off).
+
+    python -m bench.compare --ref COMMIT [--tree COMMIT] [--rounds N] [--queue KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ CHECKOUT = HERE.parent
 RESULTS = HERE / "results"
 
 
-def side(tree: Path, url: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+def side(tree: Path, url: str, queue: dict[str, float]) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(tree), "BENCH_QUEUE": json.dumps(queue)}
     done = subprocess.run(
         [sys.executable, str(HERE / "compare_side.py"), url],
         env=env,
@@ -71,9 +75,9 @@ def with_ratios(figures: dict[str, float], ceiling: float) -> dict[str, float]:
     return out
 
 
-def table(ref: str, rounds: list[dict[str, dict[str, float]]]) -> str:
+def table(ref: str, tree: str, rounds: list[dict[str, dict[str, float]]]) -> str:
     lines = [
-        f"bench-compare: {ref} (REF) against the working tree, {len(rounds)} rounds, alternating",
+        f"bench-compare: {ref} (REF) against {tree}, {len(rounds)} rounds, alternating",
         "",
         "| figure | REF median (range) | tree median (range) | tree / REF |",
         "| --- | ---: | ---: | ---: |",
@@ -91,18 +95,27 @@ def table(ref: str, rounds: list[dict[str, dict[str, float]]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ref", required=True, help="the commit to compare against")
+    parser.add_argument("--tree", help="a commit in the working tree's place")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--queue", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     if args.rounds < 1:
         raise SystemExit("--rounds must be at least 1")
+    try:
+        queue = {k: float(v) for k, v in (item.split("=", 1) for item in args.queue)}
+    except ValueError:
+        raise SystemExit("--queue takes KEY=NUMBER, such as progress_interval=0") from None
     rounds: list[dict[str, dict[str, float]]] = []
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
         worktree = Path(tmp) / "ref"
-        subprocess.run(
-            ["git", "-C", str(CHECKOUT), "worktree", "add", "--detach", "--quiet", str(worktree),
-             args.ref],
-            check=True,
-        )  # fmt: skip
+        other = Path(tmp) / "tree" if args.tree else CHECKOUT
+        added = [(worktree, args.ref)] + ([(other, args.tree)] if args.tree else [])
+        for path, commit in added:
+            subprocess.run(
+                ["git", "-C", str(CHECKOUT), "worktree", "add", "--detach", "--quiet", str(path),
+                 commit],
+                check=True,
+            )  # fmt: skip
         try:
             # No output-buffer limit: Redis would disconnect a subscriber that falls behind.
             with RedisServer(extra=["--client-output-buffer-limit", "pubsub 0 0 0"]) as redis:
@@ -111,20 +124,23 @@ def main() -> None:
                     ceiling = redis_benchmark_ceiling(redis.port, CEILING_EVENTS)
                     done: dict[str, dict[str, float]] = {}
                     for name in order:
-                        figures = side(worktree if name == "ref" else CHECKOUT, redis.url)
+                        figures = side(worktree if name == "ref" else other, redis.url, queue)
                         done[name] = with_ratios(figures, ceiling)
                     rounds.append(done)
                     print(f"round {i + 1}/{args.rounds}: {json.dumps(done)}", flush=True)
         finally:
-            subprocess.run(
-                ["git", "-C", str(CHECKOUT), "worktree", "remove", "--force", str(worktree)],
-                check=False,
-            )
-    text = table(args.ref, rounds)
+            for path, _ in added:
+                subprocess.run(
+                    ["git", "-C", str(CHECKOUT), "worktree", "remove", "--force", str(path)],
+                    check=False,
+                )
+    settings = "".join(f", queue.{k} = {v:g}" for k, v in queue.items())
+    text = table(args.ref, (args.tree or "the working tree") + settings, rounds)
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "compare.md").write_text(text + "\n")
-    (RESULTS / "compare.json").write_text(json.dumps({"ref": args.ref, "rounds": rounds}) + "\n")
+    record = {"ref": args.ref, "tree": args.tree, "queue": queue, "rounds": rounds}
+    (RESULTS / "compare.json").write_text(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":

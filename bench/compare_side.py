@@ -9,8 +9,10 @@ dataclasses, publish_progress, publish_failed, flush, close.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
+import os
 import statistics
 import sys
 import time
@@ -29,6 +31,17 @@ EVENT = {"step": "review", "attempt": 3, "note": "réexamen demandé"}  # bench/
 BURST = 20_000
 STEADY = 1_000  # at 1,000 calls/s
 THROUGHPUT = 100_000
+
+
+def queue_config(**values: int) -> QueueConfig:
+    """QueueConfig with these values and bench/compare.py's --queue settings, each where this
+    side's QueueConfig has the key (an older commit may not)."""
+    settings = json.loads(os.environ.get("BENCH_QUEUE", "{}"))
+    known = {f.name: f.type for f in dataclasses.fields(QueueConfig)}
+    for key, value in settings.items():
+        if key in known:
+            values[key] = int(value) if known[key] in ("int", int) else value
+    return QueueConfig(**values)
 
 
 def p50_us(samples: list[int]) -> float:
@@ -91,7 +104,7 @@ def caller(n: Notifier) -> dict[str, float]:
 def throughput(url: str) -> dict[str, float]:
     """publish_failed as fast as it goes, until Redis acknowledged all, with a live subscriber
     (bench/delivery.py) that must receive every event: events/s, CPU/event."""
-    n = Notifier(NotifierConfig(redis=RedisConfig(url=url), queue=QueueConfig(maxsize=THROUGHPUT)))
+    n = Notifier(NotifierConfig(redis=RedisConfig(url=url), queue=queue_config(maxsize=THROUGHPUT)))
     n.start()
     error = TimeoutError("review service did not answer")
     n.publish_failed("tp", error, **EVENT)
@@ -116,7 +129,7 @@ def throughput(url: str) -> dict[str, float]:
 
 def main() -> None:
     url = sys.argv[1]
-    config = NotifierConfig(redis=RedisConfig(url=url), queue=QueueConfig(maxsize=BURST * 2))
+    config = NotifierConfig(redis=RedisConfig(url=url), queue=queue_config(maxsize=BURST * 2))
     with Notifier(config) as n:
         n.publish_progress("bench-task", 0.0)  # warm up: connect, first-call imports
         n.flush(30)

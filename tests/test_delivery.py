@@ -13,7 +13,7 @@ import pytest
 from helpers import assert_invariant
 
 from notifier import Notifier
-from notifier.testing import EventCollector, RedisServer
+from notifier.testing import EventCollector, RedisServer, wait_until
 
 
 @pytest.fixture
@@ -145,3 +145,22 @@ def test_interleaved_tasks_keep_their_own_channels(
     )
     for channel, raw in zip(collector.channels, collector.raw, strict=True):
         assert channel == "task:" + json.loads(raw)["task_id"]
+
+
+def test_an_event_after_an_idle_spell_wakes_the_sleeping_notifier_thread(
+    redis_server: RedisServer,
+    notifier_factory: Callable[..., Notifier],
+    collector: EventCollector,
+) -> None:
+    """Once the notifier thread sleeps for want of events, the next put rings its doorbell: the
+    event arrives at once, not at the next heartbeat (an hour away here), and so on each time."""
+    hour = {"heartbeat_interval": 3600.0, "stale_after": 3600.0}
+    n = notifier_factory(redis_server.url, health=hour)
+    n.start()
+    for round in range(3):
+        # White-box: the outbox says when its thread waits on the doorbell (notifier/outbox.py).
+        wait_until(lambda: n._outbox is not None and n._outbox._sleeping, 30)
+        assert n.publish_progress("idle", round)
+        collector.wait_for(round + 1, timeout=20)  # a lost ring would wait for the heartbeat
+    assert [0, 1, 2] == [e["data"]["progress"] for e in collector.events]
+    assert_invariant(n.stats())
