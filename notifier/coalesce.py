@@ -49,9 +49,12 @@ class Coalescer:
     """The open slots, and when each task last ended. Every method is called with the ledger's
     lock held, by callers and by the notifier thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, tracking: bool = False) -> None:
         self._open: dict[str, Slot] = {}
         self._ended: dict[str, float] = {}  # task id -> monotonic time of its last terminal event
+        # Whether _ended is kept (ended_since's answer): off until someone asks, since it costs
+        # every terminal event a few dict operations (Notifier.track_endings).
+        self.tracking = tracking
 
     def replace(self, task_id: str, payload: bytes | Member | Step) -> bool:
         """Put ``payload`` in the task's open slot; False when it has none."""
@@ -72,7 +75,8 @@ class Coalescer:
         slot = self._open.pop(task_id, None)
         if slot is not None:
             slot.urgent = True
-        remember(self._ended, task_id, now)
+        if self.tracking:
+            remember(self._ended, task_id, now)
 
     def close(self, task_id: str, slot: Slot) -> bytes | Member | Step:
         """The notifier thread sends (or evicts) this slot: no more replacements go into it."""

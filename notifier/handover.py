@@ -77,7 +77,7 @@ class Handover:
                 # In the same hold of the lock as the put: the notifier thread, which takes
                 # events under it, sees the event and what it changed together.
                 ledger.accepted += 1
-                if kind == TERMINAL:
+                if kind == TERMINAL and (self._coalescing or coalescer.tracking):
                     coalescer.ended(task_id, time.monotonic())  # ends the task's progress
                 elif kind == PROGRESS:
                     coalescer.register(task_id, item[1])  # type: ignore[arg-type]  # the Slot

@@ -105,6 +105,9 @@ class Lifecycle:
     ) -> None:
         key = self._key(sender, task_id, args, kwargs)
         remember(self._started, task_id, time.monotonic())
+        # The run's own terminal event, if its code publishes one, must be remembered: _ended
+        # asks for it at the end of the run.
+        default.get_notifier().track_endings()
         self._join(getattr(getattr(sender, "request", None), HEADER, None), key)
         if key is not None:
             retries = getattr(getattr(sender, "request", None), "retries", 0) or 0

@@ -59,6 +59,7 @@ class Notifier:
         # Called on the notifier thread at every heartbeat with the loop's lag (health snapshots).
         self._heartbeat_listeners: list[Callable[[float], None]] = []
         self._close_listeners: list[Callable[[], None]] = []
+        self._tracking_endings = False  # see track_endings; kept across a fork
         self._reset()
         _live.add(self)
 
@@ -67,7 +68,7 @@ class Notifier:
         self._state = _NEW
         self._lifecycle = threading.Lock()
         self._ledger = Ledger()
-        self._coalescer = Coalescer()
+        self._coalescer = Coalescer(self._tracking_endings)
         self._handover = Handover(self.config, self._ledger, self._coalescer, self._log)
         self._sender: Sender | None = None
         self._thread: native.Thread | None = None
@@ -256,10 +257,21 @@ class Notifier:
                 return self._handover.reject(CLOSED)
         return self._handover.offer(outbox, task_id, payload, kind, self._state == _RUNNING)
 
+    def track_endings(self) -> None:
+        """From now on, remember when each task's terminal event is accepted, for
+        :meth:`ended_since`. The Celery lifecycle turns it on before a task runs; without it a
+        terminal event skips that bookkeeping."""
+        with self._ledger.lock:
+            self._tracking_endings = self._coalescer.tracking = True
+
     def ended_since(self, task_id: str, since: float) -> bool:
         """Whether an event ending ``task_id`` (completed, failed, revoked) was accepted at or
-        after ``since``, a ``time.monotonic()`` value. Recent tasks only (thousands)."""
+        after ``since``, a ``time.monotonic()`` value. Recent tasks only (thousands), and only
+        events accepted since :meth:`track_endings`, which the first call turns on."""
         with self._ledger.lock:
+            if not self._coalescer.tracking:
+                self._tracking_endings = self._coalescer.tracking = True
+                return False  # nothing was remembered before now
             return self._coalescer.ended_since(task_id, since)
 
     def _start_lazily(self) -> Outbox | None:

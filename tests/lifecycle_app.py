@@ -1,6 +1,6 @@
 """A user's own Celery app for the lifecycle tests: its tasks never call the notifier, but for
-``lc.crunch``, which reports progress in a tight loop, and ``lc.die``, which flushes before it
-kills itself.
+``lc.crunch``, which reports progress in a tight loop, ``lc.die``, which flushes before it
+kills itself, and ``lc.own_end``, which publishes its run's terminal event itself.
 
 The app is configured as the tests' apps are (tests/celery_apps.py: the broker is the test's
 Redis); the notifier the usual way ($NOTIFIER_CONFIG, $NOTIFIER_REDIS_URL). $LIFECYCLE_MODE picks
@@ -51,6 +51,14 @@ def mark(task_id: str, what: str) -> None:
 @app.task(name="lc.ok")
 def ok(x: int) -> dict[str, Any]:
     return {"x": x, "items": [1, 2.5, "é", None, True]}
+
+
+@app.task(name="lc.own_end", bind=True)
+def own_end(self: Any) -> str:
+    """Handles its own failure: publishes failed, then returns (the lifecycle must not add a
+    completed after it)."""
+    notifier.publish_failed(self.request.id, "the upstream said no; handled here")
+    return "handled"
 
 
 @app.task(name="lc.pair")

@@ -238,6 +238,19 @@ def test_a_recycled_child_per_task_ends_every_run(redis: RedisServer, tmp_path: 
         assert ["started", "completed"] == w.history(task_id)
 
 
+def test_a_runs_own_terminal_event_is_its_only_one_even_first_in_its_child(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """A run that publishes its own failed and returns adds no completed, also when it is the
+    first run of a fresh child (worker_max_tasks_per_child=1: every run is)."""
+    with Worker(redis, tmp_path, "default", concurrency=1, max_tasks_per_child=1) as w:
+        task_ids = [w.send("lc.own_end") for _ in range(3)]
+        for task_id in task_ids:
+            assert ["started", "failed"] == types(w.until_end(task_id))
+    for task_id in task_ids:
+        assert ["started", "failed"] == w.history(task_id)
+
+
 def test_channel_key_puts_lifecycle_events_on_the_applications_id(
     redis: RedisServer, tmp_path: Path
 ) -> None:
