@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo demo-runs gateway soak bench bench-gateway bench-compare bench-workflows bench-topologies bench-gevent clean
+.PHONY: install test lint demo demo-runs gateway soak bench bench-gateway bench-compare bench-instructions bench-workflows bench-topologies bench-gevent clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is needed (set PYTHON=...)"; exit 1; }
@@ -73,6 +73,11 @@ ROUNDS ?= 5
 bench-compare: $(STAMP)
 	@test -n "$(REF)" || { echo "usage: make bench-compare REF=<commit> [TREE=<commit>] [ROUNDS=5] [QUEUE=key=value]"; exit 2; }
 	$(BIN)/python -m bench.compare --ref $(REF) --rounds $(ROUNDS) $(if $(TREE),--tree $(TREE)) $(foreach q,$(QUEUE),--queue $(q))
+
+# Not in CI: instructions per publish_failed, counted by callgrind (valgrind must be installed),
+# for the working tree and REF if given; CALLER_ONLY=1 sends nothing. A few minutes.
+bench-instructions: $(STAMP)
+	$(BIN)/python -m bench.instructions $(if $(REF),--ref $(REF)) $(if $(CALLER_ONLY),--caller-only)
 
 # Not in CI (and part of make bench): a group of 500 on a real prefork worker with the workflow
 # channel on and off in the sending process, alternately: worker and Redis CPU per task, wall
