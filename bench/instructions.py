@@ -31,6 +31,7 @@ COUNTS = (10_000, 30_000)
 
 SIDE = """
 import sys
+import notifier as package
 from notifier import Notifier, NotifierConfig
 from notifier.config import QueueConfig, RedisConfig
 url, n, send = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "send"
@@ -43,19 +44,25 @@ for i in range(n):
 if send:
     notifier.flush(300)
 notifier.close(timeout=0)
+print(package.__file__)
 """
 
 
 def count(tree: Path, url: str, events: int, out: Path, send: bool) -> collections.Counter[str]:
     """Instructions by shared object for one run."""
-    subprocess.run(
+    # -P: the current directory (this checkout) must not come before the side's PYTHONPATH.
+    done = subprocess.run(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-         sys.executable, "-c", SIDE, url, str(events), "send" if send else "keep"],
+         sys.executable, "-P", "-c", SIDE, url, str(events), "send" if send else "keep"],
         env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
         capture_output=True,
+        text=True,
         check=True,
         timeout=1800,
     )  # fmt: skip
+    imported = Path(done.stdout.strip().splitlines()[-1]).resolve()
+    if not imported.is_relative_to(tree.resolve()):
+        raise SystemExit(f"{tree}: imported notifier from {imported}, not from the tree")
     report = subprocess.run(
         ["callgrind_annotate", "--threshold=100", str(out)],
         capture_output=True,
