@@ -17,7 +17,7 @@ from typing import cast
 
 from notifier.coalesce import Slot
 from notifier.config import NotifierConfig
-from notifier.link import ReplyError, command, publish_command, publish_head
+from notifier.link import PUBLISH_WITH_HEAD, ReplyError, command, publish_command, publish_head
 from notifier.topology.naming import Naming
 from notifier.workflows.script import Scripts, missing_script
 from notifier.workflows.steps import Member, Step
@@ -59,7 +59,7 @@ class Packer:
             return self._pack_mixed(batch)
         plain = cast(Sequence[tuple[str, bytes]], batch)
         # A task's events tend to come together: its PUBLISH's head is made once per batch, and
-        # each event adds its message's length and bytes (one formatting step, as below).
+        # each event adds its message's length and bytes in one formatting step.
         heads: dict[str, bytes] = {}
         if not self._history:
             publishes = []
@@ -67,7 +67,7 @@ class Packer:
                 head = heads.get(task_id)
                 if head is None:
                     head = heads[task_id] = publish_head(naming.channel(task_id).encode(), verb)
-                publishes.append(b"%s$%d\r\n%s\r\n" % (head, len(payload), payload))
+                publishes.append(PUBLISH_WITH_HEAD % (head, len(payload), payload))
             return b"".join(publishes), len(publishes)
         packed: list[bytes] = []
         keys: dict[str, bytes] = {}
@@ -77,7 +77,7 @@ class Packer:
                 key = keys[task_id] = naming.key(task_id).encode()
                 heads[task_id] = publish_head(naming.channel(task_id).encode(), verb)
             packed.append(command(b"XADD", key, b"MAXLEN", self._maxlen, b"*", b"event", payload))
-            packed.append(b"%s$%d\r\n%s\r\n" % (heads[task_id], len(payload), payload))
+            packed.append(PUBLISH_WITH_HEAD % (heads[task_id], len(payload), payload))
         packed += [command(b"EXPIRE", key, self._ttl) for key in keys.values()]
         return b"".join(packed), len(packed)
 

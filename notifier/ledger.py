@@ -1,7 +1,7 @@
 """Accounting for every event a notifier was handed.
 
-One lock guards the counters *and* the hand-over to the queue (the publisher holds it around
-``put_nowait``), so that at any moment::
+One lock guards the counters *and* the outbox (``notifier/outbox.py``): callers hold it around
+each put, the notifier thread around each take and each settle, so that at any moment::
 
     accepted == published + pending + coalesced + dropped after acceptance
 

@@ -49,9 +49,13 @@ def publish_command(channel: bytes, message: bytes, verb: bytes = b"PUBLISH") ->
 
 
 def publish_head(channel: bytes, verb: bytes = b"PUBLISH") -> bytes:
-    """What every PUBLISH to ``channel`` starts with: the head plus ``$<len>\\r\\n<message>\\r\\n``
-    is the command ``publish_command`` writes. A batch makes each channel's head once."""
+    """What every PUBLISH to ``channel`` starts with. ``PUBLISH_WITH_HEAD % (head, len(message),
+    message)`` is the command ``publish_command`` writes; a batch makes each channel's head once
+    and formats only the message per event."""
     return b"*3\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(verb), verb, len(channel), channel)
+
+
+PUBLISH_WITH_HEAD = b"%s$%d\r\n%s\r\n"  # a head, then the message as a bulk string
 
 
 class Link:
