@@ -15,13 +15,12 @@ from typing import Any
 
 import orjson
 
+from bench.delivery import EVENT
 from notifier import Notifier, NotifierConfig
 from notifier.config import QueueConfig, RedisConfig
 from notifier.events import JSON_OPTIONS, check_task_id, describe_error, encode_event
 from notifier.handover import TERMINAL
 from notifier.testing import free_port
-
-EVENT = {"step": "review", "attempt": 3, "note": "réexamen demandé"}  # bench/run.py's payload
 
 
 def main() -> None:

@@ -25,9 +25,8 @@ from notifier import Notifier, NotifierConfig
 from notifier.config import QueueConfig, RedisConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's bench/
-from bench.delivery import CountingSubscriber, RedisServerClient  # noqa: E402
+from bench.delivery import EVENT, CountingSubscriber, RedisServerClient  # noqa: E402
 
-EVENT = {"step": "review", "attempt": 3, "note": "réexamen demandé"}  # bench/run.py's payload
 BURST = 20_000
 STEADY = 1_000  # at 1,000 calls/s
 THROUGHPUT = 100_000

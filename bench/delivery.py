@@ -11,7 +11,8 @@ import subprocess
 import sys
 import time
 
-EVENT = {"step": "review", "attempt": 3, "note": "réexamen demandé"}  # a typical small payload
+# The payload every bench publishes (run.py, compare_side.py, breakdown.py): a typical small one.
+EVENT = {"step": "review", "attempt": 3, "note": "réexamen demandé"}
 
 
 class CountingSubscriber:

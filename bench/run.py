@@ -28,7 +28,7 @@ import redis
 
 from bench import workflows
 from bench.alternatives import ALTERNATIVES, notifier_publish_failed, sync_publish
-from bench.delivery import CountingSubscriber, RedisServerClient, redis_benchmark_ceiling
+from bench.delivery import EVENT, CountingSubscriber, RedisServerClient, redis_benchmark_ceiling
 from bench.stalls import CallTimes, StallProbe
 from notifier import Notifier, NotifierConfig
 from notifier.config import QueueConfig, RedisConfig
@@ -39,7 +39,6 @@ from faultproxy import FaultProxy  # noqa: E402  (a test helper: the same proxy 
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FLOOR = next(name for name in ALTERNATIVES if name.startswith("floor"))
-EVENT = {"step": "review", "attempt": 3, "note": "réexamen demandé"}  # a typical small payload
 
 
 def percentiles(samples_ns: list[int]) -> dict[str, float]:
