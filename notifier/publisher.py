@@ -262,7 +262,11 @@ class Notifier:
         :meth:`ended_since`. The Celery lifecycle turns it on before a task runs; without it a
         terminal event skips that bookkeeping."""
         with self._ledger.lock:
-            self._tracking_endings = self._coalescer.tracking = True
+            self._track_endings()
+
+    def _track_endings(self) -> None:
+        """track_endings(), with the ledger's lock held. The flag outlives a fork's reset."""
+        self._tracking_endings = self._coalescer.tracking = True
 
     def ended_since(self, task_id: str, since: float) -> bool:
         """Whether an event ending ``task_id`` (completed, failed, revoked) was accepted at or
@@ -270,7 +274,7 @@ class Notifier:
         events accepted since :meth:`track_endings`, which the first call turns on."""
         with self._ledger.lock:
             if not self._coalescer.tracking:
-                self._tracking_endings = self._coalescer.tracking = True
+                self._track_endings()
                 return False  # nothing was remembered before now
             return self._coalescer.ended_since(task_id, since)
 
