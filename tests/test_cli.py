@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import subprocess
 import sys
 from collections.abc import Callable
@@ -231,6 +232,12 @@ def test_listen_reconnects_when_redis_goes_away_and_keeps_printing(
         try:
             wait_until(lambda: "listening on task:cli-2" in errors.read_text(), 20)
             send("before")
+            # Killed only once the listener has printed it: a SIGKILL right after the PUBLISH
+            # reply can come before Redis has written the message to the subscriber's socket.
+            assert process.stdout is not None
+            readable, _, _ = select.select([process.stdout], [], [], 20)
+            assert readable, errors.read_text()
+            first = process.stdout.readline()
             redis.kill()
             wait_until(lambda: "reconnecting until Ctrl-C" in errors.read_text(), 20)
             redis.start()
@@ -240,9 +247,12 @@ def test_listen_reconnects_when_redis_goes_away_and_keeps_printing(
         finally:
             process.kill()
             process.wait()
+            if process.stdout is not None:
+                process.stdout.close()  # also when communicate() never ran to the end
     said = errors.read_text()
     assert 0 == process.returncode, said
-    assert ["before", "after"] == [json.loads(line)["data"]["step"] for line in out.splitlines()]
+    lines = [first, *out.splitlines()]
+    assert ["before", "after"] == [json.loads(line)["data"]["step"] for line in lines]
     assert "Traceback" not in said
     assert ["listening", "redis", "reconnected"] == [
         line.split()[1] for line in said.splitlines()
