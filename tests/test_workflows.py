@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -52,7 +53,9 @@ class Workflows(AppWorker):
             timeout=120,
             check=True,
         )
-        (workflow,) = [line.split()[1] for line in done.stdout.splitlines() if "WORKFLOW" in line]
+        # The notifier's own log lines share this stdout, and a log line written in parts may
+        # have the WORKFLOW line inside it: found wherever it is, not by its place in a line.
+        (workflow,) = re.findall(r"WORKFLOW (\S+)\n", done.stdout)
         self.launched.add(workflow)
         return workflow
 

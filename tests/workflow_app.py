@@ -74,5 +74,8 @@ def canvas(shape: str) -> Signature:
 
 if __name__ == "__main__":
     result = canvas(sys.argv[1]).apply_async()
-    print("WORKFLOW", notifier.celery.workflow_id(result), flush=True)
+    # One write: print() writes its parts one by one, and the notifier thread's log lines go to
+    # the same stdout, so one of them could land between "WORKFLOW" and the id.
+    sys.stdout.write(f"WORKFLOW {notifier.celery.workflow_id(result)}\n")
+    sys.stdout.flush()
     notifier.shutdown()
