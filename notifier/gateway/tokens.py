@@ -7,6 +7,11 @@ expiry and the audience, so none of that is code of ours. Claims: ``sub`` (the t
 (``notifier-gateway``, so that a token minted for something else with the same secret is
 refused), ``iat`` and ``exp``. A workflow's token names its channel id, ``workflow:<id>``, so it
 reads that workflow's routes and no task's.
+
+A ``sub`` that starts with ``workflow:`` is therefore always a workflow's grant, and a task's token
+never has one: ``issue_token`` refuses a task id of that form, and the task routes refuse it with
+a 400 (``channel_id_problem``). So a task's token never reads a workflow and a workflow's token
+never reads a task, whatever the ids, and without a claim beyond the four standard ones.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import jwt
 
 from notifier.config import NotifierConfig
 from notifier.events import check_task_id
-from notifier.exceptions import NotifierError
+from notifier.exceptions import InvalidEvent, NotifierError
 from notifier.workflows import ids as workflows
 
 AUDIENCE = "notifier-gateway"
@@ -39,7 +44,8 @@ def issue_token(
 ) -> str:
     """A token for ``task_id`` (a workflow id, with ``workflow``) that expires in ``ttl``
     seconds, signed with ``[gateway] secret`` (or ``$NOTIFIER_GATEWAY_SECRET``). Raises
-    NotifierError when no secret is configured."""
+    NotifierError when no secret is configured, InvalidEvent for an id that cannot name a task
+    (or workflow), and for a task id that starts with ``workflow:``."""
     secret = config.gateway.secret
     if not secret:
         raise NotifierError(
@@ -47,15 +53,40 @@ def issue_token(
         )
     if not ttl > 0:
         raise ValueError(f"ttl must be positive, got {ttl!r}")
-    now = int(time.time())
     subject = workflows.channel_id(task_id) if workflow else check_task_id(task_id)
+    if not workflow and subject.startswith(workflows.PREFIX):
+        bare = subject[len(workflows.PREFIX) :]
+        raise InvalidEvent(
+            f"a task's token cannot name {subject!r}: an id that starts with "
+            f"{workflows.PREFIX!r} is a workflow's channel, which a task's token never reads; "
+            f"for the workflow, call issue_token({bare!r}, config=..., workflow=True)"
+        )
+    now = int(time.time())
     claims = {"sub": subject, "aud": AUDIENCE, "iat": now, "exp": now + int(ttl)}
     token: str = jwt.encode(claims, secret, algorithm=ALGORITHM)
     return token
 
 
+def channel_id_problem(channel_id: str, *, workflow: bool) -> str | None:
+    """Why a route may not read ``channel_id`` (a task route's task id, or with ``workflow`` a
+    workflow route's ``workflow:<id>``), for its 400; None if it may. A task route refuses an id
+    that starts with ``workflow:``: that is a workflow's channel, and only a workflow's token may
+    name it."""
+    try:
+        check_task_id(channel_id)
+    except InvalidEvent as exc:
+        return str(exc)
+    if not workflow and channel_id.startswith(workflows.PREFIX):
+        return (
+            f"a task id must not start with {workflows.PREFIX!r}: that is a workflow's channel, "
+            f"read at /workflows/<id>/ with the workflow's token"
+        )
+    return None
+
+
 def check_token(token: str | None, task_id: str, secret: str) -> Access:
-    """Whether ``token`` grants reading ``task_id``."""
+    """Whether ``token`` grants reading ``task_id`` (a channel id: a task's, or a workflow's
+    ``workflow:<id>``). The route has checked the id with ``channel_id_problem`` first."""
     if not token:
         return Access.MISSING
     try:
