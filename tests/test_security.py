@@ -5,6 +5,8 @@ the notifier and the subscriber both verify it. The password test drives every p
 print a URL or an error (good and wrong password, refused and silent links, timeouts, close,
 repr, stats, configuration errors, a crashed thread, the health endpoint) and searches all of
 it: structlog's event dicts and rendered lines, and everything written to stdout and stderr.
+Every URL form ``redis.url`` takes, each also with a misspelled option, is checked for the
+same: a password, or a misspelled option's value, shows nowhere.
 """
 
 from __future__ import annotations
@@ -18,16 +20,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 import redis
 import structlog
 import trustme
 from faultproxy import FaultProxy
+from gateway_helpers import GatewayProcess
 from helpers import make_config
 from structlog.typing import EventDict, WrappedLogger
 
 from notifier import ConfigError, Notifier, NotifierError, load_config
+from notifier.gateway import issue_token
+from notifier.redaction import redact_url
 from notifier.testing import EventCollector, RedisServer, free_port, wait_until
+from notifier.topology.urls import parse
 
 SECRET = "Sup3r-s3cret-pw"
 WRONG = "Wr0ng-s3cret-pw"
@@ -363,3 +370,96 @@ def test_command_line_errors_never_show_the_password(
         assert 0 != done.returncode, printed
         assert "Traceback" not in printed
         assert SECRET not in printed and WRONG not in printed, printed
+
+
+# Every URL form, and a misspelled option in each --------------------------------------------
+
+SENTINEL_SECRET = "s3cr3t-Pa55word"
+TYPO_SECRET = "hunter2-secret-pw"  # the value of a misspelled option: as often as not a password
+URL_FORMS = {
+    "user and password": f"redis://user:{SECRET}@127.0.0.1:6379/0",
+    "password only": f"redis://:{SECRET}@127.0.0.1:6379/0",
+    "percent-encoded password": f"redis://user:{ODD_QUOTED}@127.0.0.1:6379/0",
+    "password option": f"redis://127.0.0.1:6379/0?password={SECRET}",
+    # redis-py decodes the key: this is its password= too
+    "percent-encoded option name": f"redis://127.0.0.1:6379/0?pass%77ord={SECRET}",
+    "tls": f"rediss://:{SECRET}@127.0.0.1:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem",
+    "unix socket": f"unix:///run/redis.sock?password={SECRET}&db=1",
+    "sentinel": (
+        f"redis+sentinel://user:{SECRET}@h1:26379,h2:26379/mymaster/0"
+        f"?sentinel_username=watcher&sentinel_password={SENTINEL_SECRET}&sentinel_tls=true"
+    ),
+    "cluster": f"redis+cluster://user:{SECRET}@h1:7000,h2:7001/?tls=true&ssl_cert_reqs=required",
+}
+
+
+@pytest.mark.parametrize("form", list(URL_FORMS))
+def test_no_url_form_shows_a_password_or_a_misspelled_options_value(
+    form: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each form redis.url takes, as given and with a misspelled option: redact_url, the parsed
+    topology, the configuration and the Notifier (repr and str), and the ConfigError of the
+    misspelled one (from a file and from NOTIFIER_REDIS_URL), show no password and not the
+    misspelled option's value; the error still names the misspelled option."""
+    monkeypatch.delenv("NOTIFIER_REDIS_URL", raising=False)
+    monkeypatch.delenv("NOTIFIER_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./config.toml
+    url = URL_FORMS[form]
+    typo = "sentinel_pasword" if url.startswith("redis+sentinel") else "pasword"
+    misspelled = f"{url}{'&' if '?' in url else '?'}{typo}={TYPO_SECRET}"
+    evidence = Evidence()
+    config = load_config(config_file(tmp_path, url))
+    n = Notifier(config)
+    try:
+        evidence.add(redact_url(url), parse(url), config, config.redis, n)
+    finally:
+        n.close(timeout=0.1)
+    evidence.add(redact_url(misspelled))
+    errors = [evidence.expect_error(lambda: load_config(config_file(tmp_path, misspelled)))]
+    monkeypatch.setenv("NOTIFIER_REDIS_URL", misspelled)
+    errors.append(evidence.expect_error(lambda: load_config(None)))
+    errors.append(evidence.expect_error(lambda: Notifier(None)))
+    seen = "\n".join(evidence.texts)
+    for secret in (SECRET, SENTINEL_SECRET, TYPO_SECRET, ODD, ODD_QUOTED):
+        assert secret not in seen
+    for error in errors:
+        assert (True, True) == (isinstance(error, ConfigError), typo in str(error)), error
+
+
+def test_a_password_under_an_encoded_option_name_shows_in_no_gateway_or_health_output(
+    redis_factory: Callable[..., RedisServer],
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """redis-py reads ``?pass%77ord=`` as ``password=``: the gateway and a notifier connect
+    with it, and neither the gateway's start-up line and log nor /health and /metrics, nor
+    the notifier's log, show it."""
+    from health_helpers import health_config, healthy, request, serving
+
+    server = redis_factory(password=SECRET)
+    url = f"redis://127.0.0.1:{server.port}/0?pass%77ord={SECRET}"
+    with GatewayProcess(url, tmp_path) as gateway:
+        token = issue_token("secrets", config=gateway.config)
+        last = httpx.get(gateway.url(f"/tasks/secrets/last?token={token}"), timeout=10)
+    assert 404 == last.status_code, last.text  # Redis answered: no events for this task
+    with serving(health_config(url)) as (n, endpoint):
+        assert n.publish_progress("secrets", 1)
+        assert n.flush(5)
+        wait_until(lambda: healthy(endpoint.url), 10)
+        bodies = [request(endpoint.url + path)[1] for path in ("/health", "/metrics")]
+    out, err = capfd.readouterr()
+    seen = "\n".join([gateway.output(), out, err, *(body.decode() for body in bodies)])
+    assert SECRET not in seen
+    assert "pass%77ord=***" in gateway.output()
+
+
+def test_a_garbled_sentinel_url_shows_no_part_of_its_password(tmp_path: Path) -> None:
+    """A ``/`` left unencoded in a Sentinel URL's password cuts the host list short inside
+    it: the ConfigError says which host is bad without showing any part of the password."""
+    head, tail = "Sup3r", "s3cret-pw"
+    url = f"redis+sentinel://user:{head}/{tail}@h1:26379/mymaster"
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file(tmp_path, url))
+    printed = "".join(traceback.format_exception(caught.value))
+    assert "bad port" in printed, printed
+    assert (False, False) == (head in printed, tail in printed), printed

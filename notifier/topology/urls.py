@@ -11,7 +11,8 @@
   the same ``tls`` and ``ssl_*`` options. A cluster has only database 0.
 
 ``problem(url)`` says what is wrong with a URL in words (None when nothing is); ``parse`` turns a
-good one into a ``Topology``.
+good one into a ``Topology``. Neither ever shows a password: a ``Topology``'s repr has the URL
+redacted and no credentials, and the words are scrubbed of everything ``redact_url`` masks.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from redis.asyncio.connection import ConnectionPool
+
+from notifier.redaction import redact_url, scrub, url_secrets
 
 SENTINEL = "redis+sentinel"
 CLUSTER = "redis+cluster"
@@ -40,17 +43,27 @@ class Topology:
     """What a ``redis.url`` names. ``hosts`` are the sentinels or the seed nodes."""
 
     kind: Literal["single", "sentinel", "cluster"]
-    url: str
+    url: str = field(repr=False)
     hosts: tuple[tuple[str, int], ...] = ()
     service: str = ""
     db: int = 0
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     tls: bool = False
     sentinel_username: str | None = None
-    sentinel_password: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
     sentinel_tls: bool = False
     ssl: dict[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        """Written out, so that a field added later is not shown until someone decides it may
+        be: the URL redacted, the passwords left out."""
+        return (
+            f"Topology(kind={self.kind!r}, url={redact_url(self.url)!r}, hosts={self.hosts!r}, "
+            f"service={self.service!r}, db={self.db}, username={self.username!r}, "
+            f"tls={self.tls}, sentinel_username={self.sentinel_username!r}, "
+            f"sentinel_tls={self.sentinel_tls}, ssl={self.ssl!r})"
+        )
 
     def node_url(self, host: str, port: int) -> str:
         """A redis:// (or rediss://) URL for one data node, with the credentials and options."""
@@ -107,13 +120,21 @@ def problem(url: str) -> str | None:
         try:
             parse(url)
         except ValueError as exc:
-            return str(exc)
+            return str(exc)  # scrubbed by parse
         return None
     return None if _is_single_url(url) else EXPECTED
 
 
 def parse(url: str) -> Topology:
-    """The topology ``url`` names; ValueError saying what is wrong."""
+    """The topology ``url`` names; ValueError saying what is wrong, without the URL's secrets
+    (a host or option quoted from a garbled URL may hold part of a password)."""
+    try:
+        return _parse(url)
+    except ValueError as exc:
+        raise ValueError(scrub(str(exc), url_secrets(url))) from None
+
+
+def _parse(url: str) -> Topology:
     parts = urlsplit(url)
     if parts.scheme not in (SENTINEL, CLUSTER):
         return Topology("single", url)
