@@ -141,6 +141,18 @@ class GatewayProcess:
                     return pid
         return None
 
+    def holding(self, client_ports: set[int]) -> set[int]:
+        """Which of ``client_ports`` (clients' own ports) a worker still holds a connection from."""
+        return {
+            c.raddr.port
+            for pid in self.worker_pids()
+            for c in _connections(pid)
+            if c.status == psutil.CONN_ESTABLISHED
+            and c.laddr.port == self.port
+            and c.raddr
+            and c.raddr.port in client_ports
+        }
+
     def stop(self) -> None:
         process = self.process
         if process is None or process.poll() is not None:

@@ -3,8 +3,11 @@ live events, a failure in red, and a gateway restart in mid-task with no gap aft
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from gateway_helpers import HISTORY, GatewayProcess, wait_subscribed
 
 from notifier import Notifier
 from notifier.gateway import issue_token
-from notifier.testing import RedisServer
+from notifier.testing import RedisServer, free_port
 
 pytestmark = pytest.mark.timeout(120)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -167,7 +170,7 @@ WATCH = """([url, options]) => {
     const states = [], progressed = [], ended = [];
     let refreshed = 0;
     const done = (async () => {
-        const { watch } = await import("/client.js");
+        const { watch } = await import(options.client || "/client.js");
         const watcher = watch(url, {
             token: options.staleToken,
             refreshToken: () => { refreshed += 1; return options.token; },
@@ -248,6 +251,72 @@ def test_the_client_resumes_through_a_gateway_restart_without_a_gap_or_a_repeat(
         assert 0 == result["refreshed"]
     finally:
         gateway.stop()
+
+
+@contextlib.contextmanager
+def another_site(port: int) -> Iterator[str]:
+    """A site of its own on ``port`` (another origin than the gateway's): an empty page at /."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<!doctype html><title>another site</title>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass  # the test's output is for its failures
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://localhost:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_a_page_on_another_origin_follows_a_task_through_a_gateway_restart(
+    page: Any, redis_server: RedisServer, publisher: Notifier, tmp_path: Path
+) -> None:
+    """A page served from one origin imports watch() from the gateway on another (listed) one
+    and sends its token in the Authorization header, so every request is preflighted; it
+    follows the task through a gateway restart to its terminal event, every event once."""
+    task = "client-cross-origin"
+    with another_site(free_port()) as site:
+        table = f'allowed_origins = ["{site}"]\n'
+        gateway = GatewayProcess(redis_server.url, tmp_path, gateway_table=table).start()
+        try:
+            page.goto(f"{site}/")
+            token = issue_token(task, config=gateway.config)
+            options = {"token": token, "staleToken": token, "client": gateway.url("/client.js")}
+            done = page.evaluate_handle(WATCH, [gateway.url(f"/tasks/{task}/events"), options])
+            wait_subscribed(redis_server, f"task:{task}")
+            for i in range(1, 4):
+                assert publisher.publish_progress(task, i * 10, message=f"before {i}")
+            assert publisher.flush(10)
+            page.wait_for_function("window.seen.length === 3")
+            gateway.stop()
+            for i in range(4, 7):  # while no gateway runs: only the history has them
+                assert publisher.publish_progress(task, i * 10, message=f"during {i}")
+            assert publisher.flush(10)
+            gateway.start()
+            page.wait_for_function("window.seen.length === 6", timeout=60_000)
+            wait_subscribed(redis_server, f"task:{task}")
+            assert publisher.publish_completed(task, result=None)
+            assert publisher.flush(10)
+            result = page.evaluate("(watching) => watching.done", done)
+        finally:
+            gateway.stop()
+    messages = [e["data"].get("message") for e in result["seen"]]
+    expected = [f"before {i}" for i in (1, 2, 3)] + [f"during {i}" for i in (4, 5, 6)]
+    assert [*expected, None] == messages
+    assert "reconnecting" in result["states"]
+    assert ["completed"] == result["ended"]
 
 
 def test_the_client_follows_a_workflow_to_its_end(

@@ -285,7 +285,9 @@ def test_without_a_secret_only_loopback_clients_are_served(redis_server: RedisSe
         try:
             for host in hosts:
                 transport = httpx.ASGITransport(app=app, client=(host, 5000))
-                async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                async with httpx.AsyncClient(
+                    transport=transport, base_url="http://localhost"
+                ) as client:
                     out.append((await client.get("/tasks/none-here/last")).status_code)
         finally:
             await app.state.gateway.close()

@@ -319,6 +319,41 @@ def test_a_client_that_never_reads_is_cut_off_and_its_stream_freed(
     assert "gateway_client_too_slow" in door.output()
 
 
+def test_a_websocket_that_never_reads_is_cut_off_and_its_socket_closed(
+    door: GatewayProcess, publisher: Notifier
+) -> None:
+    """WebSocket clients that upgrade to a task with a megabyte of history and then read
+    nothing are cut off once nothing sent to them is taken for send_timeout: the gateway
+    closes each socket (a close frame would wait behind the unread bytes for good), so it holds
+    none of them afterwards."""
+    task = new_task("ws-never-reads")
+    pad = "x" * 4000
+    for i in range(300):
+        assert publisher.publish(task, "tick", {"seq": i, "pad": pad})
+    assert publisher.flush(30)
+    token = token_for(door, task)
+    upgrade = (
+        f"GET /ws/tasks/{task}?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{door.port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    ).encode()
+    clients = []
+    for _ in range(4):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", door.port))
+        sock.sendall(upgrade)
+        clients.append(sock)
+    ports = {sock.getsockname()[1] for sock in clients}
+    try:
+        wait_until(lambda: ports == door.holding(ports), 20)
+        wait_until(lambda: not door.holding(ports), 60)  # each cut off after send_timeout (2 s)
+    finally:
+        for sock in clients:
+            sock.close()
+    assert "gateway_client_too_slow" in door.output()
+
+
 def _subscribers(redis: RedisServer, channel: str) -> int:
     with redis.client() as client:
         return int(client.pubsub_numsub(channel)[0][1])

@@ -13,7 +13,13 @@ Routes, each for one task and each behind its token (``?token=`` or ``Authorizat
 A missing, garbled or expired token is 401, a valid one for another task 403; a WebSocket is
 closed with 1008 for either. Without ``[gateway] secret`` there are no tokens: only loopback
 clients are served then, unless ``allow_anonymous = true``. ``[gateway] max_connections`` caps
-open streams (503, or WebSocket close 1013, beyond it).
+open streams (503, or WebSocket close 1013, beyond it). Who may read from where is the front
+door's (``door.py``).
+
+CORS: a page on an allowed other origin (``[gateway] allowed_origins``) gets its preflight
+(``OPTIONS``) answered, and every response to it carries ``Access-Control-Allow-Origin``; a
+listed origin also gets ``Access-Control-Allow-Credentials`` (the token cookie), one allowed
+only by ``*`` never does. A preflight from any other origin is 403.
 """
 
 from __future__ import annotations
@@ -33,12 +39,13 @@ from starlette.websockets import WebSocket
 from notifier.config import NotifierConfig
 from notifier.events import check_task_id
 from notifier.exceptions import InvalidEvent
-from notifier.gateway.door import MAX_TOKEN, FrontDoor, is_loopback, resume_id_problem
+from notifier.gateway.door import MAX_TOKEN, FrontDoor, Origin, resume_id_problem
 from notifier.gateway.hub import Hub
 from notifier.gateway.subscription import UNAVAILABLE, Subscription
 from notifier.gateway.tokens import Access, check_token
 from notifier.gateway.transports import (
     RAW_SEND,
+    Message,
     Receive,
     Scope,
     Send,
@@ -73,18 +80,35 @@ class Gateway:
             self._hub = None
 
     def refuse(self, conn: HTTPConnection, task_id: str) -> tuple[int, str] | None:
-        """Why this connection may not read ``task_id`` (HTTP status, message); None if it may."""
-        origin = self.door.origin_refused(conn)
-        if origin is not None:
-            self.log.warning("gateway_origin_refused", origin=origin[:200], task_id=task_id)
+        """Why this connection may not read ``task_id`` (HTTP status, message); None if it
+        may. Each refusal is logged once per client address and reason."""
+        refusal = self._refusal(conn, task_id)
+        if refusal is not None:
+            status, reason = refusal
+            client = self.door.client_of(conn)
+            if self.door.first_refusal(client, reason):
+                self.log.warning(
+                    "gateway_request_refused",
+                    status=status,
+                    reason=reason,
+                    client=client,
+                    task_id=task_id[:200],
+                )
+        return refusal
+
+    def _refusal(self, conn: HTTPConnection, task_id: str) -> tuple[int, str] | None:
+        origin = self.door.origin_of(conn)
+        if origin is Origin.REFUSED:
+            shown = conn.headers.get("origin", "")[:200]
+            if self.door.first_refusal(self.door.client_of(conn), "origin " + shown):
+                self.log.warning("gateway_origin_refused", origin=shown, task_id=task_id[:200])
             return 403, "this page's origin may not read from the gateway"
         secret = self.config.gateway.secret
         if not secret:
-            client = conn.client
-            if self.config.gateway.allow_anonymous or (client and is_loopback(client.host)):
-                return None
-            return 403, "no [gateway] secret is set: anonymous access is for loopback clients only"
-        token = self.door.token_of(conn)
+            anonymous = self.door.anonymous_refusal(conn)
+            return None if anonymous is None else (403, anonymous)
+        # A page allowed only by "*" reads with the token it sends, never the browser's cookie.
+        token = self.door.token_of(conn, cookie=origin.credentials)
         access = (
             Access.INVALID
             if token and len(token) > MAX_TOKEN
@@ -102,20 +126,47 @@ class Gateway:
         """Count a new stream for the connection's client: (its address, why not or None)."""
         client = self.door.client_of(conn)
         refusal = self.door.admit(client)
-        if refusal is not None:
+        if refusal is not None and self.door.first_refusal(client, refusal):
             self.log.warning("gateway_stream_refused", reason=refusal, client=client)
         return client, refusal
 
-    def cors_headers(self, conn: HTTPConnection) -> dict[str, str]:
-        """What lets a page on another allowed origin read the response (none for our own)."""
-        origin = conn.headers.get("origin")
-        if origin is None or not self.door.cross_origin_allowed(origin):
-            return {}
-        return {
-            "Access-Control-Allow-Origin": origin,
-            "Access-Control-Allow-Credentials": "true",  # the token cookie
-            "Vary": "Origin",
-        }
+    def cors_headers(self, conn: HTTPConnection) -> list[tuple[bytes, bytes]]:
+        """What lets a page on an allowed other origin read a response: none for a request
+        from no page or from the gateway's own, nor for a refused origin."""
+        origin = self.door.origin_of(conn)
+        if origin is not Origin.LISTED and origin is not Origin.ANY:
+            return []
+        headers = [
+            (b"access-control-allow-origin", conn.headers["origin"].encode("latin-1")),
+            (b"access-control-expose-headers", b"Retry-After"),
+        ]
+        if origin is Origin.LISTED:
+            headers.append((b"access-control-allow-credentials", b"true"))  # the cookie
+        return headers
+
+    def preflight(self, conn: HTTPConnection) -> Response:
+        """The answer to an ``OPTIONS`` request: a CORS preflight from an allowed origin gets
+        what its page may send; one from a refused origin 403."""
+        cors = self.cors_headers(conn)
+        if cors:
+            response = Response(status_code=204, headers={**PREFLIGHT_HEADERS, "Vary": "Origin"})
+            response.raw_headers.extend(cors)
+            return response
+        if self.door.origin_of(conn) is Origin.REFUSED:
+            return _error(403, "this page's origin may not read from the gateway")
+        return Response(status_code=204, headers={"Allow": ALLOWED_METHODS})
+
+
+ALLOWED_METHODS = "GET, OPTIONS"
+VARY_ORIGIN = (b"vary", b"Origin")
+PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Methods": ALLOWED_METHODS,
+    # What watch() sends (the token, the id it resumes after), and what EventSource
+    # replacements add; Accept is safelisted.
+    "Access-Control-Allow-Headers": "Authorization, Last-Event-ID, Cache-Control",
+    "Access-Control-Max-Age": "7200",  # Chromium's ceiling
+    "Allow": ALLOWED_METHODS,
+}
 
 
 class _TaskIdConvertor(Convertor[str]):
@@ -159,16 +210,40 @@ def create_app(config: NotifierConfig) -> GatewayApp:
 
 
 class GatewayApp:
-    """The Starlette app, with the server's own ``send`` kept in the scope for the SSE body."""
+    """The Starlette app, with the server's own ``send`` kept in the scope for the SSE body,
+    and CORS in one place: preflights answered here, and the headers added to every response
+    to an allowed other origin."""
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
         self.state = app.state
+        self.gateway: Gateway = app.state.gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope[RAW_SEND] = send
+            if scope["method"] == "OPTIONS":
+                await self.gateway.preflight(HTTPConnection(scope))(scope, receive, send)
+                return
+            if any(name == b"origin" for name, _ in scope["headers"]):
+                cors = self.gateway.cors_headers(HTTPConnection(scope))
+                if cors:
+                    send = _adding(cors, send)
         await self.app(scope, receive, send)
+
+
+def _adding(headers: list[tuple[bytes, bytes]], send: Send) -> Send:
+    """``send``, with ``headers`` added to the response's start, and ``Vary: Origin`` unless it
+    varies already."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            own = list(message.get("headers", ()))
+            vary = [] if any(name.lower() == b"vary" for name, _ in own) else [VARY_ORIGIN]
+            message = {**message, "headers": [*own, *headers, *vary]}
+        await send(message)
+
+    return sending
 
 
 class _Page:
@@ -206,7 +281,7 @@ class _ClientScript:
         response = Response(
             self.gateway.client_js,
             media_type="text/javascript; charset=utf-8",
-            headers={"Cache-Control": "no-cache", **self.gateway.cors_headers(Request(scope))},
+            headers={"Cache-Control": "no-cache", "Vary": "Origin"},
         )
         await response(scope, receive, send)
 
@@ -250,7 +325,6 @@ class _Events:
                 send,
                 retry_ms=cfg.retry_ms,
                 send_timeout=cfg.send_timeout,
-                headers=self.gateway.cors_headers(request),
             )
             if subscription.overflowed:
                 self.gateway.log.warning("gateway_client_too_slow", task_id=task_id)
@@ -279,7 +353,9 @@ class _Last:
             return _error(503, "Redis is unavailable")
         if latest is None:
             return _error(404, "no events for this task")
-        return Response(latest[1], media_type="application/json")
+        return Response(
+            latest[1], media_type="application/json", headers={"Cache-Control": "no-store"}
+        )
 
 
 class _Socket:

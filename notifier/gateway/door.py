@@ -3,20 +3,35 @@ its token is, and how many streams each client may hold open. Plain checks on a 
 headers, plus one counter per process; the routes (``app.py``) turn a refusal into a response.
 
 - **Origin.** A browser sends ``Origin`` with every WebSocket handshake and every cross-origin
-  request. A request whose origin is not allowed is refused, so a page on another site cannot read
-  a stream with a token it got hold of (cross-site WebSocket hijacking). Allowed: the gateway's
-  own origin (``Origin``'s host is the request's ``Host``), ``[gateway] allowed_origins``, and
-  any origin when that list holds ``*``, or when the list is empty and no secret is set (then
-  only loopback clients are served at all). A request without ``Origin`` is not a browser's
-  cross-origin request, and is let through.
+  request. What it says decides whether the request is served and whether it may carry
+  credentials (the token cookie), as ``Origin`` names:
+
+  ============  =====================================================  =======  ===========
+  ``Origin``    when                                                   served   the cookie
+  ============  =====================================================  =======  ===========
+  none          not a browser's cross-origin request                   yes      yes
+  own           its host is the request's ``Host``                     yes      yes
+  listed        in ``[gateway] allowed_origins``                       yes      yes
+  any           not listed, but the list holds ``*``                   yes      never
+  refused       anything else, and always ``null`` (an opaque origin)  403      -
+  ============  =====================================================  =======  ===========
+
+  A page on another site thus cannot read a stream with a cookie the browser attaches by itself
+  (cross-site WebSocket hijacking); ``*`` lets any page read with a token it holds and sends.
 - **Client address.** The peer's address; when the peer is one of ``[gateway] trusted_proxies``,
   the nearest address in ``X-Forwarded-For`` that is not (a client cannot forge its way past a
-  proxy that appends what it saw).
+  proxy that appends what it saw). Everything that depends on the client uses this address: the
+  loopback rule without a secret, and the limits per client.
+- **Without a secret**, a request is served only from a loopback client (unless
+  ``allow_anonymous``) whose ``Host`` names this machine: a page whose DNS name was rebound to
+  127.0.0.1 sends its own name as ``Host``, and is refused.
 - **Token.** ``Authorization: Bearer``, then the ``[gateway] token_cookie`` cookie (``HttpOnly``:
   no script on the page can read it, and no URL carries it), then ``?token=``. One longer than
   ``MAX_TOKEN`` characters is refused unread.
 - **Streams.** ``[gateway] max_connections`` in all and ``max_connections_per_client`` per client
-  address, per process.
+  address, per process. A stream counts from its admission until its socket is closed.
+- **Refusals** are logged once per client address and reason (``REFUSALS_REMEMBERED`` pairs at
+  most), so that a client retrying in a loop does not flood the log.
 """
 
 from __future__ import annotations
@@ -24,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 from collections import Counter
+from enum import Enum
 from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection
@@ -33,15 +49,39 @@ from notifier.gateway.entries import parse_stream_id
 
 MAX_TOKEN = 4096  # characters: a task's JWT is about 200
 MAX_RESUME_ID = 64  # characters: a stream id is at most 41 ("<20 digits>-<20 digits>")
+REFUSALS_REMEMBERED = 4096  # (client, reason) pairs already logged
+
+
+class Origin(Enum):
+    """Where a request's page is, as the front door sees it (the table in the module's doc)."""
+
+    NONE = "none"
+    OWN = "own"
+    LISTED = "listed"
+    ANY = "any"
+    REFUSED = "refused"
+
+    @property
+    def credentials(self) -> bool:
+        """Whether the request may be served on the browser's own credentials (the cookie)."""
+        return self is not Origin.ANY and self is not Origin.REFUSED
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def host_name(host_header: str) -> str:
+    """The host a ``Host`` header names, without its port or IPv6 brackets (lower case)."""
+    try:
+        return (urlsplit("//" + host_header).hostname or "").lower()
+    except ValueError:
+        return ""
 
 
 class FrontDoor:
@@ -51,9 +91,10 @@ class FrontDoor:
         self.config = config
         self._proxies = [ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies]
         self._origins = frozenset(o.rstrip("/").lower() for o in config.allowed_origins)
-        self._any_origin = "*" in self._origins or not (self._origins or config.secret)
+        self._any_origin = "*" in self._origins
         self.open_streams = 0
         self._by_client: Counter[str] = Counter()
+        self._told: dict[tuple[str, str], None] = {}  # refusals logged, oldest first
 
     # Who, from where --------------------------------------------------------------------------
 
@@ -74,25 +115,53 @@ class FrontDoor:
             return any(address in network for network in self._proxies)
         return False
 
-    def origin_refused(self, conn: HTTPConnection) -> str | None:
-        """The origin a request came from, when its page may not read here; None otherwise."""
+    def origin_of(self, conn: HTTPConnection) -> Origin:
+        """What the request's ``Origin`` header makes of it."""
         origin = conn.headers.get("origin")
-        if origin is None or self._any_origin or self.cross_origin_allowed(origin):
+        if origin is None:
+            return Origin.NONE
+        normalized = origin.strip().rstrip("/").lower()
+        if normalized in ("", "null"):
+            return Origin.REFUSED  # a sandboxed frame, a file:// or data: page, a redirect
+        host = conn.headers.get("host", "").lower()
+        with contextlib.suppress(ValueError):
+            if host and urlsplit(normalized).netloc == host:
+                return Origin.OWN
+        if normalized in self._origins:
+            return Origin.LISTED
+        return Origin.ANY if self._any_origin else Origin.REFUSED
+
+    def anonymous_refusal(self, conn: HTTPConnection) -> str | None:
+        """Without a secret: why this request may not read, or None."""
+        if self.config.allow_anonymous:
             return None
-        if urlsplit(origin).netloc.lower() == conn.headers.get("host", "").lower():
-            return None  # the gateway's own page
-        return origin
+        if not is_loopback(self.client_of(conn)):
+            return "no [gateway] secret is set: anonymous access is for loopback clients only"
+        if not is_loopback(host_name(conn.headers.get("host", "localhost"))):
+            return (
+                "no [gateway] secret is set: the Host header must name this machine "
+                "(localhost or a loopback address)"
+            )
+        return None
 
-    def cross_origin_allowed(self, origin: str) -> bool:
-        """Whether a page on ``origin`` (another site) may read: it is listed, or ``*`` is."""
-        return "*" in self._origins or origin.rstrip("/").lower() in self._origins
-
-    def token_of(self, conn: HTTPConnection) -> str | None:
-        """The request's token: Bearer header, then cookie, then ``?token=``."""
+    def token_of(self, conn: HTTPConnection, *, cookie: bool = True) -> str | None:
+        """The request's token: Bearer header, then the cookie (where ``cookie``), then
+        ``?token=``."""
         scheme, _, value = conn.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-        return conn.cookies.get(self.config.token_cookie) or conn.query_params.get("token") or None
+        from_cookie = conn.cookies.get(self.config.token_cookie) if cookie else None
+        return from_cookie or conn.query_params.get("token") or None
+
+    def first_refusal(self, client: str, reason: str) -> bool:
+        """Whether ``client`` is refused for ``reason`` for the first time (then log it)."""
+        told = (client, reason)
+        if told in self._told:
+            return False
+        self._told[told] = None
+        if len(self._told) > REFUSALS_REMEMBERED:
+            del self._told[next(iter(self._told))]
+        return True
 
     # Open streams -----------------------------------------------------------------------------
 

@@ -15,8 +15,10 @@ straight to the socket while the socket takes them).
 
 Once a request's headers are in, its ASGI scope carries the connection's asyncio transport under
 ``TRANSPORT``: the SSE transport writes its chunks there, and can cut off a client that reads
-nothing (``transports.py``). Mounted in another server, the gateway has no such key and goes
-through ASGI ``send``.
+nothing (``transports.py``). A WebSocket's scope carries it too (``GatewayWebSocketProtocol``):
+a closing handshake waits behind whatever the client has not read, so a client that reads
+nothing is cut off by aborting its socket. Mounted in another server, the gateway has no such
+key and goes through ASGI ``send``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import socket
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 TRANSPORT = "notifier.gateway.transport"
 # Bytes the kernel may hold unsent for one client (Linux doubles it for its bookkeeping): at
@@ -107,3 +110,14 @@ class GatewayProtocol(HttpToolsProtocol):
             % (status, reason, len(reason), reason)
         )
         self.transport.close()
+
+
+class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol (the websockets library's sans-I/O core), with the
+    connection's transport in the scope under ``TRANSPORT``."""
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)  # set only when the handshake is accepted
+        if scope is not None:  # the app's task is created, not yet run: it sees the key
+            scope[TRANSPORT] = self.transport

@@ -33,7 +33,7 @@ from notifier.exceptions import NotifierError
 from notifier.gateway.app import GatewayApp, create_app
 from notifier.gateway.door import is_loopback
 from notifier.gateway.listening import REUSE_PORT, parent_socket
-from notifier.gateway.protocol import GatewayProtocol
+from notifier.gateway.protocol import GatewayProtocol, GatewayWebSocketProtocol
 
 # Bytes of one WebSocket message at most. Clients send the gateway nothing it needs; anything
 # bigger is closed with 1009 by the websockets library (uvicorn's default takes 16 MiB).
@@ -117,6 +117,7 @@ def _server_config(
         workers=workers,
         # uvicorn calls it as it would the class, with the same arguments.
         http=cast("type[asyncio.Protocol]", protocol),
+        ws=GatewayWebSocketProtocol,
         ws_max_size=WS_MAX_SIZE,
         access_log=False,
         # X-Forwarded-For is believed only from [gateway] trusted_proxies (door.py); uvicorn's

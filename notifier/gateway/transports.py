@@ -31,6 +31,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 RAW_SEND = "notifier.gateway.raw_send"  # the scope key of the server's own send (app.py)
+ABORT_PATIENCE = 5.0  # seconds to wait for the server to see an aborted connection go
 OVERFLOW_REASON = "client too slow: its buffer of unsent events is full"
 OVERFLOW_FRAME = b'event: overflow\ndata: {"reason": "%s"}\n\n' % OVERFLOW_REASON.encode()
 HEARTBEAT_FRAME = b": keep-alive\n\n"
@@ -50,7 +51,6 @@ async def serve_sse(
     *,
     retry_ms: int,
     send_timeout: float,
-    headers: dict[str, str] | None = None,
 ) -> None:
     """Stream the subscription as ``text/event-stream`` until its terminal event, the client
     leaving, or the client falling too far behind (its buffer full, or nothing sent to it taken
@@ -63,8 +63,7 @@ async def serve_sse(
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
         return
-    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + extra})
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     write = scope.get(RAW_SEND) or send
     transport = scope.get(TRANSPORT)
     sink = _Socket(transport) if transport is not None else None
@@ -118,11 +117,18 @@ async def _send_within(
             await write({"type": "http.response.body", "body": body, "more_body": not ended})
     except TimeoutError:
         subscription.subscriber.overflowed = True
-        if transport is not None:
-            transport.abort()
-            await asyncio.wait({watcher}, timeout=5)  # until the server has seen it go
+        await _abort(transport, watcher)
         return False
     return True
+
+
+async def _abort(transport: asyncio.Transport | None, watcher: asyncio.Task[None]) -> None:
+    """Cut a client off, unsent bytes and all, and wait until the server has seen it go (its
+    stream counts toward the limits until then). Mounted in another server, there is no
+    transport to abort: that server closes the connection as it sees fit."""
+    if transport is not None:
+        transport.abort()
+        await asyncio.wait({watcher}, timeout=ABORT_PATIENCE)
 
 
 class _Socket:
@@ -150,7 +156,8 @@ async def serve_websocket(
     subscription: Subscription, first: list[Entry], websocket: WebSocket, *, send_timeout: float
 ) -> None:
     """Send each event as a JSON text frame; close with 1000 after the terminal one. A client
-    that takes nothing for ``send_timeout`` seconds is dropped, as one whose buffer is full."""
+    that takes nothing for ``send_timeout`` seconds is dropped, as one whose buffer is full: its
+    socket is aborted (a close frame would wait behind what it has not read, for good)."""
     if subscription.ended_before:
         await websocket.close(code=1000)
         return
@@ -164,6 +171,7 @@ async def serve_websocket(
                         await websocket.send_text(entry.text)
                 except TimeoutError:
                     subscription.subscriber.overflowed = True
+                    await _abort(websocket.scope.get(TRANSPORT), leave)
                     return
                 if entry.terminal:
                     await websocket.close(code=1000)
