@@ -119,13 +119,6 @@ def test_a_tasks_token_never_reads_a_workflow(
         assert 403 == status_of(apart, path, token), path
 
 
-# The task routes' 400 for a workflow's channel id is app.py's, through channel_id_problem().
-NEEDS_APP = pytest.mark.xfail(
-    strict=True, reason="app.py's _task_error must call tokens.channel_id_problem"
-)
-
-
-@NEEDS_APP
 @APART
 @given(task_id=TASK_IDS, workflow_id=IDS)
 @example(task_id=f"{PREFIX}wf1", workflow_id="wf1")
@@ -146,7 +139,6 @@ def test_a_workflows_token_never_reads_a_task(
         assert expected == status_of(apart, path, token), path
 
 
-@NEEDS_APP
 def test_a_task_route_answers_400_for_an_id_that_names_a_workflow(
     apart: GatewayProcess,
     redis_server: RedisServer,

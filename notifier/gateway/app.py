@@ -37,12 +37,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from notifier.config import NotifierConfig
-from notifier.events import check_task_id
-from notifier.exceptions import InvalidEvent
 from notifier.gateway.door import MAX_TOKEN, FrontDoor, Origin, resume_id_problem
 from notifier.gateway.hub import Hub
 from notifier.gateway.subscription import UNAVAILABLE, Subscription
-from notifier.gateway.tokens import Access, check_token
+from notifier.gateway.tokens import Access, channel_id_problem, check_token
 from notifier.gateway.transports import (
     RAW_SEND,
     Message,
@@ -295,7 +293,7 @@ class _Events:
         task_id = _channel_id(request)
         last_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
         refused = (
-            _task_error(task_id)
+            _task_error(task_id, request)
             or _refused(self.gateway, request, task_id)
             or _resume_error(last_id)
         )
@@ -340,7 +338,9 @@ class _Last:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         task_id = _channel_id(request)
-        response: Response | None = _task_error(task_id) or _refused(self.gateway, request, task_id)
+        response: Response | None = _task_error(task_id, request) or _refused(
+            self.gateway, request, task_id
+        )
         if response is None:
             response = await self._latest(task_id)
         await response(scope, receive, send)
@@ -367,7 +367,7 @@ class _Socket:
         task_id = _channel_id(websocket)
         last_id = websocket.query_params.get("last_event_id")
         refusal = (
-            _task_error(task_id)
+            _task_error(task_id, websocket)
             or _refused(self.gateway, websocket, task_id)
             or _resume_error(last_id)
         )
@@ -403,12 +403,12 @@ def _channel_id(conn: HTTPConnection) -> str:
     return str(conn.path_params["task_id"])
 
 
-def _task_error(task_id: str) -> JSONResponse | None:
-    try:
-        check_task_id(task_id)
-    except InvalidEvent as exc:
-        return _error(400, str(exc))
-    return None
+def _task_error(task_id: str, conn: HTTPConnection | None = None) -> JSONResponse | None:
+    """400 for a channel id no route reads: a bad id, or on a task route (and the page, which
+    passes no ``conn``) one that names a workflow's channel."""
+    workflow = conn is not None and "workflow_id" in conn.path_params
+    problem = channel_id_problem(task_id, workflow=workflow)
+    return None if problem is None else _error(400, problem)
 
 
 def _resume_error(last_id: str | None) -> JSONResponse | None:
