@@ -3,17 +3,34 @@
 An entry carries the event's JSON as published, its whole Server-Sent Events frame (also framed
 as an HTTP chunk, ready for a socket), and the id of its history stream entry (``<ms>-<seq>``),
 which browsers resume from; an event that is not in a stream has no id.
+
+What Redis holds is checked again before it is framed: anyone who can write to Redis (a
+publisher in another language, say) can store anything there. An entry is ``Refused`` when its
+payload is not a JSON object, its stream id is not ``<ms>-<seq>``, or its type breaks the
+publisher's rule (``notifier/events.py``: 1 to EVENT_TYPE_MAX letters, digits and ``_.:-``; an
+event without a type is SSE's ``message``). A type with a line break in it would add ``id:``,
+``data:`` or ``retry:`` lines of the writer's choosing to the frame. The callers skip a refused
+entry, and log and count it (``Hub.entry_refused``). A payload's own line breaks (raw ``\r``,
+``\n`` or ``\r\n`` between JSON tokens) each begin a new ``data:`` line: the SSE spec ends a
+line at any of the three.
 Plain values: nothing here does I/O.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from notifier.events import EVENT_TYPE_CHARS, EVENT_TYPE_MAX
 from notifier.eventtypes import TERMINAL_TYPES
+
+# The publisher's rule for an event type (check_event_type), as one match: bounded, so that a
+# long type is refused after EVENT_TYPE_MAX + 1 characters, never scanned to its end.
+_EVENT_TYPE = re.compile(f"[{EVENT_TYPE_CHARS}]{{1,{EVENT_TYPE_MAX}}}")
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")  # where the SSE spec ends a line
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +45,13 @@ class Entry:
     terminal: bool  # the task's run ended with it: the stream ends after it
     chunk: bytes  # the SSE frame as one HTTP/1.1 chunk, written as is to a client's socket
     text: str  # the event's JSON as text, for WebSocket text frames
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A stored entry (or a message) that is not framed, and why, in words safe for a log line."""
+
+    reason: str
 
 
 def parse_stream_id(raw: bytes | str | None) -> tuple[int, int] | None:
@@ -46,29 +70,60 @@ def _is_u64(part: str) -> bool:
     return 0 < len(part) <= 20 and part.isascii() and part.isdigit() and int(part) < 1 << 64
 
 
-def make_entry(raw_id: bytes | None, payload: bytes, kind: str | None = None) -> Entry | None:
-    """The entry for one event; None when the payload is not an event (it is skipped).
-    ``kind`` names the SSE event when it is not the event's own type (``reset``)."""
+def make_entry(raw_id: bytes | None, payload: bytes, kind: str | None = None) -> Entry | Refused:
+    """The entry for one event, or why it is not one to hand on (it is skipped then). ``kind``
+    names the SSE event when it is not the event's own type (``reset``)."""
+    stream_id = parse_stream_id(raw_id)
+    if raw_id is not None and stream_id is None:
+        return Refused(f"stream id {_shown(raw_id)} is not <ms>-<seq>")
     event = decode_event(payload)
     if event is None and payload != b"null":
-        return None
-    own = str(event.get("type") or "message") if event is not None else ""
+        return Refused("not a JSON object")
+    own = ""
+    if event is not None:
+        declared = event.get("type")
+        if declared is None:
+            own = "message"  # an event without a type: SSE's name for an untyped event
+        elif type(declared) is str and _EVENT_TYPE.fullmatch(declared):
+            own = declared
+        else:
+            return Refused(_type_refusal(declared))
     kind = kind or own
-    lines = [b"id: " + raw_id] if raw_id is not None else []
-    lines.append(b"event: " + kind.encode())
-    lines += [b"data: " + line for line in payload.split(b"\n")]
-    frame = b"\n".join(lines) + b"\n\n"
-    terminal = own in TERMINAL_TYPES
+    head = b"event: " + kind.encode() + b"\ndata: "
+    if raw_id is not None:
+        head = b"id: " + raw_id + b"\n" + head
+    if payload.find(b"\r") == -1:  # as orjson writes them: one line, or lines ended by \n
+        data = payload.replace(b"\n", b"\ndata: ")
+    else:
+        data = _LINE_BREAK.sub(b"\ndata: ", payload)
+    frame = head + data + b"\n\n"
     return Entry(
-        parse_stream_id(raw_id),
+        stream_id,
         raw_id,
         kind,
         payload,
         frame,
-        terminal,
+        own in TERMINAL_TYPES,
         as_chunk(frame),
         payload.decode(errors="replace"),
     )
+
+
+_JSON_KINDS = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
+
+
+def _type_refusal(value: object) -> str:
+    if type(value) is not str:
+        kind = _JSON_KINDS.get(type(value), type(value).__name__)
+        return f"event type is a JSON {kind}, not a string"
+    if len(value) > EVENT_TYPE_MAX:
+        return f"event type {_shown(value)} is over {EVENT_TYPE_MAX} characters"
+    return f"event type {_shown(value)} is not letters, digits and '_.:-'"
+
+
+def _shown(value: str | bytes) -> str:
+    """``value``'s start as a Python literal: no line break or control character gets through."""
+    return repr(value[:EVENT_TYPE_MAX]) + ("..." if len(value) > EVENT_TYPE_MAX else "")
 
 
 def as_chunk(data: bytes) -> bytes:

@@ -21,7 +21,7 @@ import asyncio
 from collections import OrderedDict
 from typing import Protocol
 
-from notifier.gateway.entries import Entry, decode_event, make_entry
+from notifier.gateway.entries import Entry, Refused, decode_event, make_entry
 from notifier.gateway.history import History
 from notifier.gateway.subscriber import Subscriber
 from notifier.topology.naming import Naming
@@ -31,7 +31,7 @@ RECENT_IDS = 1024  # event ids a feed remembers, to tell a message it already ha
 
 class FeedOwner(Protocol):
     """What a feed needs from whoever keeps it (the hub): the task's names in Redis, the
-    history reads, and where to say that a read failed."""
+    history reads, and where to say that a read failed or an entry was refused."""
 
     @property
     def naming(self) -> Naming: ...
@@ -40,6 +40,8 @@ class FeedOwner(Protocol):
     def history(self) -> History: ...
 
     def read_failed(self, exc: BaseException) -> None: ...
+
+    def entry_refused(self, task_id: str, raw_id: bytes | None, reason: str) -> None: ...
 
 
 class FeedShard(Protocol):
@@ -98,7 +100,7 @@ class Feed:
                 for raw_id, payload in entries:
                     self.last_id = raw_id
                     self.in_stream = True
-                    self._add_new(new, make_entry(raw_id, payload), payload)
+                    self._add_new(new, raw_id, payload)
                 if not self.in_stream:  # no history: messages are all there is
                     for payload in live:
                         self._add_new(new, None, payload)
@@ -110,16 +112,17 @@ class Feed:
         finally:
             self._reading = None
 
-    def _add_new(self, new: list[Entry], entry: Entry | None, payload: bytes) -> None:
+    def _add_new(self, new: list[Entry], raw_id: bytes | None, payload: bytes) -> None:
         """Add an event to what this read hands on, unless it was handed on already: by stream
-        entry, or, for a message the stream did not hold, as it came."""
+        entry, or, for a message the stream did not hold (``raw_id`` None), as it came. One
+        that ``make_entry`` refuses is skipped, and the owner told."""
         event = decode_event(payload)
         event_id = str(event.get("event_id")) if event is not None else None
         if event_id in self._recent:
             return  # handed on already: from the stream, or as it came
-        if entry is None:
-            entry = make_entry(None, payload)  # the stream does not hold it: no history
-        if entry is None:
+        entry = make_entry(raw_id, payload)
+        if isinstance(entry, Refused):
+            self.owner.entry_refused(self.task_id, raw_id, entry.reason)
             return
         if event_id is not None:
             self._recent[event_id] = None

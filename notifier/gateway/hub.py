@@ -38,6 +38,7 @@ from notifier.topology.naming import naming_for
 from notifier.topology.urls import parse
 
 CHECK_INTERVAL = 5.0  # a quiet feed reads its stream this often anyway: a lost message is late
+REFUSED_KEPT = 1024  # refused stream entries remembered, so that each is logged once
 
 
 class Hub:
@@ -56,6 +57,8 @@ class Hub:
         self._heartbeats: asyncio.Task[None] | None = None
         self._moves: set[asyncio.Task[None]] = set()
         self.history = History(config)
+        self.entries_refused = 0  # stored entries and messages not framed (entries.Refused)
+        self._refused: dict[tuple[str, bytes], None] = {}  # the last REFUSED_KEPT, oldest first
 
     # Subscribers -----------------------------------------------------------------------------
 
@@ -209,6 +212,27 @@ class Hub:
 
     def _describe(self, exc: BaseException) -> str:
         return describe(exc, self._secrets)
+
+    # Entries not framed ----------------------------------------------------------------------
+
+    def entry_refused(self, task_id: str, raw_id: bytes | None, reason: str) -> None:
+        """A stored entry (or a message) that ``make_entry`` refused is skipped: logged and
+        counted once, however many feeds and client backlogs read it."""
+        if raw_id is not None:
+            key = (task_id, raw_id)
+            if key in self._refused:
+                return  # logged already: another client's backlog holds it too
+            self._refused[key] = None
+            if len(self._refused) > REFUSED_KEPT:
+                del self._refused[next(iter(self._refused))]
+        self.entries_refused += 1
+        self.log.warning(
+            "gateway_entry_refused",
+            task_id=task_id,
+            stream_id=None if raw_id is None else ascii(raw_id)[2:-1],  # printable, unquoted
+            reason=reason,
+            refused=self.entries_refused,
+        )
 
 
 def _check(feed: Feed) -> None:

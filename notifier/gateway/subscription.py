@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 
-from notifier.gateway.entries import Entry, as_chunk, make_entry, parse_stream_id
+from notifier.gateway.entries import Entry, Refused, as_chunk, make_entry, parse_stream_id
 from notifier.gateway.feeds import Feed
 from notifier.gateway.hub import Hub
 from notifier.gateway.subscriber import Sink, Subscriber
@@ -66,11 +66,17 @@ class Subscription:
             else:
                 self.subscriber.last = parse_stream_id(raw)
                 entry = make_entry(raw, held)
-                self.ended_before = entry is not None and entry.terminal
+                self.ended_before = isinstance(entry, Entry) and entry.terminal
                 after = raw
         if after is not None or last_event_id is None:
             backlog = await self.hub.history.entries(key, after)
-        entries = [e for e in (make_entry(i, p) for i, p in backlog) if e is not None]
+        entries: list[Entry] = []
+        for raw_id, payload in backlog:
+            entry = make_entry(raw_id, payload)
+            if isinstance(entry, Refused):
+                self.hub.entry_refused(self.task_id, raw_id, entry.reason)  # skipped
+            else:
+                entries.append(entry)
         # The backlog goes before what the feed handed on meanwhile; take() skips repeats.
         self.subscriber.queue.extendleft(reversed(entries))
         return first + self.subscriber.take()
@@ -80,7 +86,10 @@ class Subscription:
         raw_id, payload = latest if latest is not None else (None, b"null")
         self.subscriber.last = parse_stream_id(raw_id)
         entry = make_entry(raw_id, payload or b"null", "reset")
-        return entry if entry is not None else _EMPTY_RESET  # an entry that is not an event
+        if isinstance(entry, Entry):
+            return entry
+        self.hub.entry_refused(self.task_id, raw_id, entry.reason)
+        return _EMPTY_RESET  # the latest entry is not one to frame: the reset carries null
 
     async def next(self, sink: Sink | None = None) -> list[Entry] | None:
         """The next entries; None when there are none but a heartbeat is due (the hub says when:
