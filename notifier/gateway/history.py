@@ -55,5 +55,10 @@ class History:
             found = entries_of(await self.client.xrange(key, min=raw_id, max=raw_id, count=1))
         return (found[0][1] or b"null") if found else None
 
+    async def ping(self) -> None:
+        """Raises unless Redis answers a PING (on a cluster, every master)."""
+        async with self._slots, asyncio.timeout(self._timeout):
+            await self.client.ping()
+
     async def close(self) -> None:
         await self.client.aclose()

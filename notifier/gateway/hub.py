@@ -13,6 +13,11 @@ a new one, subscribes again, and every feed reads its stream after its last entr
 History reads go through a small pool of connections (``history.py``,
 ``[gateway] history_connections``).
 
+An outage of Redis makes two lines in the log, however many clients wait meanwhile: a warning
+(``gateway_redis_unavailable``) at the first failure, whatever noticed it (the pub/sub
+connection, a client's subscription, a read), and an info (``gateway_redis_available``) once
+Redis answers again, which the hub watches for itself. The failures in between are debug.
+
 The hub is what its feeds and shards call back (``feeds.FeedOwner``, ``shards.ShardOwner``);
 they do not import it. Everything here runs in the gateway's own event loop.
 """
@@ -21,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -56,6 +63,8 @@ class Hub:
         self._ticker: asyncio.Task[None] | None = None
         self._heartbeats: asyncio.Task[None] | None = None
         self._moves: set[asyncio.Task[None]] = set()
+        self._outage: asyncio.Task[None] | None = None  # watches for Redis to answer again
+        self._closed = False
         self.history = History(config)
         self.entries_refused = 0  # stored entries and messages not framed (entries.Refused)
         self._refused: dict[tuple[str, bytes], None] = {}  # the last REFUSED_KEPT, oldest first
@@ -168,47 +177,89 @@ class Hub:
 
     async def _every_feed(self, interval: float, visit: Callable[[Feed], None]) -> None:
         """``visit`` each feed once per ``interval``, round after round, the visits spread
-        evenly over it (the feeds of each round are those there were when it began)."""
+        evenly over it (the feeds of each round are those there were when it began; one that
+        closes meanwhile is skipped, and its task id is all the round keeps of it)."""
         while True:
-            feeds = list(self._feeds.values())
-            for feed in feeds:
-                await asyncio.sleep(interval / max(1, len(feeds)))
-                visit(feed)
-            if not feeds:
+            task_ids = list(self._feeds)
+            for task_id in task_ids:
+                await asyncio.sleep(interval / max(1, len(task_ids)))
+                feed = self._feeds.get(task_id)
+                if feed is not None:
+                    visit(feed)
+            if not task_ids:
                 await asyncio.sleep(interval)
 
     async def close(self) -> None:
-        for task in (self._ticker, self._heartbeats, *self._moves):
+        self._closed = True  # a read that fails now starts no watch
+        for task in (self._ticker, self._heartbeats, self._outage, *self._moves):
             await cancel_and_wait(task)
-        self._ticker = self._heartbeats = None
+        self._ticker = self._heartbeats = self._outage = None
         for shard in self._shards.values():
             await shard.close()
         self._shards.clear()
         await self.history.close()
 
-    # What went wrong -------------------------------------------------------------------------
+    # Outages ---------------------------------------------------------------------------------
+
+    async def probe(self) -> str | None:
+        """Whether Redis answers now: None if it does, else what went wrong. One PING through
+        the history pool (every master's, on a cluster), bounded like a read."""
+        try:
+            await self.history.ping()
+        except Exception as exc:  # noqa: BLE001 - whatever it is, Redis did not answer
+            return self._describe(exc)
+        return None
 
     def lost(self, shard: Shard, exc: BaseException, attempt: int) -> None:
-        emit = self.log.warning if attempt == 0 else self.log.debug
-        emit(
-            "gateway_redis_disconnected",
-            error=self._describe(exc),
-            attempts=attempt + 1,
-            node=shard.where(),
-        )
+        """A shard's connection dropped or could not be made. One that carries no feed and
+        failed before (a cluster master whose channels all moved away) is not an outage."""
+        detail = {"attempts": attempt + 1, "node": shard.where()}
+        if shard.feeds or attempt == 0:
+            self._unavailable("gateway_redis_disconnected", "the pub/sub connection", exc, **detail)
+        else:
+            self.log.debug("gateway_redis_disconnected", error=self._describe(exc), **detail)
 
     def open_failed(self, task_id: str, exc: BaseException, attempt: int) -> None:
         """A client's subscription could not be opened yet; it is tried again."""
-        emit = self.log.warning if attempt == 0 else self.log.debug
-        emit(
+        self._unavailable(
             "gateway_open_retrying",
+            "a client's subscription",
+            exc,
             task_id=task_id,
-            error=self._describe(exc),
             attempts=attempt + 1,
         )
 
     def read_failed(self, exc: BaseException) -> None:
-        self.log.warning("gateway_history_read_failed", error=self._describe(exc))
+        self._unavailable("gateway_history_read_failed", "a history read", exc)
+
+    def _unavailable(self, event: str, what: str, exc: BaseException, **detail: Any) -> None:
+        """Redis failed ``what`` (logged as ``event``). The first failure of an outage is a
+        warning, and starts the watch that says when the outage is over; the failures until
+        then are debug (a thousand clients waiting for Redis make one line, not a thousand)."""
+        error = self._describe(exc)
+        if self._outage is not None or self._closed:
+            self.log.debug(event, error=error, **detail)
+            return
+        self.log.warning("gateway_redis_unavailable", error=error, failed=what, **detail)
+        self._outage = asyncio.get_running_loop().create_task(self._watch(time.monotonic()))
+
+    async def _watch(self, since: float) -> None:
+        """Try Redis with the reconnect backoff until it answers, then say so: the next failure
+        is a new outage."""
+        attempt = 0
+        while True:
+            await asyncio.sleep(self.config.reconnect.delay(attempt))
+            attempt += 1
+            if await self._answers():
+                break
+        self._outage = None
+        self.log.info("gateway_redis_available", outage_seconds=round(time.monotonic() - since, 3))
+
+    async def _answers(self) -> bool:
+        """Every pub/sub connection that carries feeds is up, and Redis answers a PING."""
+        if not all(shard.connected for shard in self._shards.values() if shard.feeds):
+            return False
+        return await self.probe() is None
 
     def _describe(self, exc: BaseException) -> str:
         return describe(exc, self._secrets)

@@ -11,6 +11,10 @@ all (SIGHUP replaces them one by one). Each worker builds its own app, so it has
 one Redis pub/sub connection per worker, and ``[gateway] max_connections`` and
 ``max_connections_per_client`` count the streams of that worker only. How the workers share the
 port is ``listening.py``'s.
+
+At start it says whether Redis answers. It serves either way: a Redis that is down may come
+back, and each stream waits for it (``subscription.py``); the workers log the outages they
+meet and their ends (``hub.py``).
 """
 
 from __future__ import annotations
@@ -32,8 +36,11 @@ from notifier.config import GatewayConfig, NotifierConfig
 from notifier.exceptions import NotifierError
 from notifier.gateway.app import GatewayApp, create_app
 from notifier.gateway.door import is_loopback
+from notifier.gateway.hub import Hub
 from notifier.gateway.listening import REUSE_PORT, parent_socket
 from notifier.gateway.protocol import GatewayProtocol, GatewayWebSocketProtocol
+from notifier.gateway.subscription import OPEN_PATIENCE
+from notifier.logs import get_logger
 
 # Bytes of one WebSocket message at most. Clients send the gateway nothing it needs; anything
 # bigger is closed with 1009 by the websockets library (uvicorn's default takes 16 MiB).
@@ -141,10 +148,27 @@ def _serve_here(server: uvicorn.Config) -> None:
 def _announce(config: NotifierConfig, host: str, port: int) -> None:
     shown = f"[{host}]" if ":" in host else host
     say(f"gateway on http://{shown}:{port}/ for Redis {config.redis.safe_url}")
+    problem = asyncio.run(_probe(config))
+    if problem is None:
+        say("Redis answers")
+    else:
+        say(
+            f"Redis does not answer ({problem}); serving anyway: a stream waits up to "
+            f"{OPEN_PATIENCE:g} s for it, then gets 503, and each new stream tries it again"
+        )
     gateway = config.gateway
     if not gateway.secret:
         who = "anyone who can reach it" if gateway.allow_anonymous else "loopback clients only"
         say(f"no [gateway] secret: every task is readable without a token, by {who}")
+
+
+async def _probe(config: NotifierConfig) -> str | None:
+    """What is wrong with Redis now, or None: it answers."""
+    hub = Hub(config, get_logger(config.logging.level))
+    try:
+        return await hub.probe()
+    finally:
+        await hub.close()
 
 
 def say(text: str) -> None:

@@ -70,7 +70,10 @@ class Shard:
         sharded = owner.naming.sharded
         self._subscribe = b"SSUBSCRIBE" if sharded else b"SUBSCRIBE"
         self._unsubscribe = b"SUNSUBSCRIBE" if sharded else b"UNSUBSCRIBE"
-        self._leaving: set[bytes] = set()  # channels we unsubscribed ourselves
+        # Per channel, the unsubscribes sent on this connection that Redis has not answered yet:
+        # a reply beyond them is one we did not ask for. A closed connection answers none, so it
+        # is emptied with it; it never holds more than the channels on their way out.
+        self._leaving: dict[bytes, int] = {}
         self._link: Link | None = None
         self._runner: asyncio.Task[None] | None = None
 
@@ -79,25 +82,27 @@ class Shard:
         self.feeds[feed.channel] = feed
         feed.shard = self
         feed.confirmed.clear()
-        self._leaving.discard(feed.channel)
         if self._runner is None:
             self._runner = asyncio.get_running_loop().create_task(self._run())
         self._send_soon(command(self._subscribe, feed.channel))
 
     def remove(self, feed: Feed) -> None:
-        if self.feeds.pop(feed.channel, None) is not None:
-            self._leaving.add(feed.channel)
-            self._send_soon(command(self._unsubscribe, feed.channel))
+        channel = feed.channel
+        if self.feeds.pop(channel, None) is not None and self._link is not None:
+            self._leaving[channel] = self._leaving.get(channel, 0) + 1
+            self._send_soon(command(self._unsubscribe, channel))
 
     def _send_soon(self, commands: bytes) -> None:
-        if self._link is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closing: the link goes too
-                asyncio.get_running_loop().create_task(self._send(commands))
-
-    async def _send(self, commands: bytes) -> None:
+        """Send on the connection there is now; not connected, nothing: ``_connect`` subscribes
+        every feed when it connects."""
         link = self._link
-        if link is None:
-            return  # not connected: _connect subscribes every feed when it connects
+        if link is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closing: the link goes too
+                asyncio.get_running_loop().create_task(self._send(link, commands))
+
+    async def _send(self, link: Link, commands: bytes) -> None:
+        if link is not self._link:
+            return  # that connection is gone: the next one subscribed what is wanted now
         try:
             await link.send(commands)
         except (*TRANSPORT_ERRORS, RuntimeError):  # uvloop: RuntimeError on a closed transport
@@ -139,7 +144,7 @@ class Shard:
             feed.confirmed.clear()
         if self.feeds:
             await link.send(b"".join(command(self._subscribe, c) for c in self.feeds))
-        self.owner.log.info("gateway_redis_connected", channels=len(self.feeds), node=self.where())
+        self.owner.log.debug("gateway_redis_connected", channels=len(self.feeds), node=self.where())
         return link
 
     def _dispatch(self, reply: object) -> None:
@@ -153,11 +158,27 @@ class Shard:
             feed.confirmed.set()
             if feed.started:
                 feed.wake()  # subscribed again after a reconnect or a move: read what was missed
-        elif kind == b"sunsubscribe" and isinstance(channel, bytes):
-            if channel in self._leaving:
-                self._leaving.discard(channel)
-            elif feed is not None:  # unasked: the slot moved to another node
+        elif kind in (b"unsubscribe", b"sunsubscribe") and isinstance(channel, bytes):
+            ours = self._answered(channel)
+            # One we did not ask for: a node never drops a plain subscription by itself; a
+            # cluster node drops a sharded one when it gives the channel's slot away.
+            if not ours and kind == b"sunsubscribe" and feed is not None:
                 self.owner.relocate_soon(feed)
+
+    def _answered(self, channel: bytes) -> bool:
+        """Whether an unsubscribe reply for ``channel`` answers one we sent (Redis answers in
+        order, so the oldest unanswered one); forget it then."""
+        pending = self._leaving.get(channel, 0)
+        if pending > 1:
+            self._leaving[channel] = pending - 1
+        elif pending == 1:
+            del self._leaving[channel]
+        return pending > 0
+
+    @property
+    def connected(self) -> bool:
+        """Its connection is made (and Redis answered its PING)."""
+        return self._link is not None
 
     def where(self) -> str | None:
         """``host:port`` of its cluster master; None for the one node or Sentinel's master."""
@@ -165,6 +186,7 @@ class Shard:
 
     async def _disconnect(self) -> None:
         link, self._link = self._link, None
+        self._leaving.clear()  # that connection will answer none of them
         if link is not None:
             with contextlib.suppress(*TRANSPORT_ERRORS):
                 await link.close()

@@ -12,7 +12,8 @@ nothing more to send (an SSE client is told so with 204, which stops its reconne
 
 Opening waits out a Redis that is briefly unavailable (a connection reset, a failover): it tries
 again, with the reconnect backoff, for up to OPEN_PATIENCE seconds. Only then does the client get
-an error, because an ``EventSource`` that is answered 503 gives up for good.
+an error, because an ``EventSource`` that is answered 503 gives up for good; and then at once,
+whatever the attempt in flight was waiting for.
 """
 
 from __future__ import annotations
@@ -38,20 +39,18 @@ class Subscription:
         self.ended_before = False
 
     async def open(self, last_event_id: str | None) -> list[Entry]:
-        """Join the task's feed, then read the backlog; the first entries to send. Raises one
-        of UNAVAILABLE when Redis has not answered for OPEN_PATIENCE seconds."""
-        loop = asyncio.get_running_loop()
-        deadline, attempt = loop.time() + OPEN_PATIENCE, 0
-        while True:
-            try:
-                return await self._open(last_event_id)
-            except UNAVAILABLE as exc:
-                delay = self.hub.config.reconnect.delay(attempt)
-                if loop.time() + delay >= deadline:
-                    raise
-                self.hub.open_failed(self.task_id, exc, attempt)
-                await asyncio.sleep(delay)
-                attempt += 1
+        """Join the task's feed, then read the backlog; the first entries to send. Raises
+        TimeoutError (one of UNAVAILABLE) when Redis has not answered for OPEN_PATIENCE
+        seconds: the deadline bounds the whole, an attempt in flight included."""
+        attempt = 0
+        async with asyncio.timeout(OPEN_PATIENCE):
+            while True:
+                try:
+                    return await self._open(last_event_id)
+                except UNAVAILABLE as exc:
+                    self.hub.open_failed(self.task_id, exc, attempt)
+                    await asyncio.sleep(self.hub.config.reconnect.delay(attempt))
+                    attempt += 1
 
     async def _open(self, last_event_id: str | None) -> list[Entry]:
         self.feed = await self.hub.join(self.task_id, self.subscriber)
