@@ -407,7 +407,7 @@ def test_a_client_that_connects_while_redis_is_unavailable_waits_for_it(
         got: list[Any] = []
         reader = threading.Thread(target=lambda: got.extend(sse_events(events_url(gateway, task))))
         reader.start()
-        wait_until(lambda: "gateway_open_retrying" in gateway.output(), 30)
+        wait_until(lambda: "gateway_redis_unavailable" in gateway.output(), 30)
         proxy.forward()
         wait_subscribed(redis_server, f"task:{task}")
         assert publisher.publish_completed(task)

@@ -349,7 +349,8 @@ class _Last:
         key = self.gateway.hub.naming.key(task_id).encode()
         try:
             latest = await self.gateway.hub.history.latest(key)
-        except UNAVAILABLE:
+        except UNAVAILABLE as exc:
+            self.gateway.hub.read_failed(exc)  # part of an outage: said once, with its end
             return _error(503, "Redis is unavailable")
         if latest is None:
             return _error(404, "no events for this task")
