@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from notifier import load_config
 from notifier.consumer import subscribe
-from notifier.topology.naming import naming_for
+from notifier.naming import naming_for
 
 ROUTE = "/tasks/{task_id:path}/events"  # the gateway's: the load generator asks both the same
 

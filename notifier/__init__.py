@@ -7,6 +7,7 @@ thread, or inside any event loop, hand events over without blocking.
 # health attaches itself (notifier/seams.py) to every notifier whose [health] is enabled.
 from notifier import health  # noqa: F401 - imported for that registration only
 from notifier.config import NotifierConfig
+from notifier.config.loader import load_config
 from notifier.default import (
     configure,
     flush,
@@ -18,7 +19,6 @@ from notifier.default import (
     shutdown,
 )
 from notifier.exceptions import ConfigError, InvalidEvent, NotifierError
-from notifier.loader import load_config
 from notifier.publisher import Notifier
 
 __all__ = [

@@ -18,7 +18,7 @@ from typing import cast
 from notifier.coalesce import Slot
 from notifier.config import NotifierConfig
 from notifier.link import PUBLISH_WITH_HEAD, ReplyError, command, publish_command, publish_head
-from notifier.topology.naming import Naming
+from notifier.naming import Naming
 from notifier.workflows.script import Scripts, missing_script
 from notifier.workflows.steps import Member, Step
 

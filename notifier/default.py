@@ -12,8 +12,8 @@ import threading
 from typing import Any
 
 from notifier.config import NotifierConfig
+from notifier.config.loader import load_config
 from notifier.events import describe_error
-from notifier.loader import load_config
 from notifier.logs import get_logger
 from notifier.publisher import Notifier
 

@@ -19,12 +19,19 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 
 PING = b"*1\r\n$4\r\nPING\r\n"
 READ_SIZE = 1 << 16
 
 ReplyError = hiredis.ReplyError
+
+# What a lost or unusable connection raises: redis-py's errors, the socket's (TimeoutError is an
+# OSError: a round trip bounded by asyncio.timeout too), and hiredis's for a reply it cannot
+# parse. Redis refusing a command (ResponseError) is a RedisError as well: a caller that must not
+# retry it catches it first.
+TRANSPORT_ERRORS = (RedisError, OSError, hiredis.ProtocolError)
 
 
 def command(*args: bytes) -> bytes:

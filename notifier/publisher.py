@@ -20,11 +20,17 @@ from typing import Any, Self
 from notifier import native, seams
 from notifier.coalesce import Coalescer
 from notifier.config import NotifierConfig
-from notifier.events import check_event_type, check_task_id, encode_event, encode_failure
+from notifier.config.loader import default_config
+from notifier.events import (
+    check_event_type,
+    check_task_id,
+    encode_event,
+    encode_failure,
+    event_id_prefix,
+)
 from notifier.exceptions import InvalidEvent, NotifierError
 from notifier.handover import PLAIN, TERMINAL, Handover
 from notifier.ledger import CLOSED, Ledger
-from notifier.loader import default_config
 from notifier.logs import get_logger
 from notifier.outbox import Outbox
 from notifier.sender import Sender
@@ -305,6 +311,7 @@ class Notifier:
         stats["queue_capacity"] = self.config.queue.maxsize
         stats["thread_alive"] = self._thread is not None and self._thread.is_alive()
         stats["pid"] = self._pid
+        stats["event_id_prefix"] = event_id_prefix()  # this process's event ids start with it
         return stats
 
     def __repr__(self) -> str:

@@ -23,7 +23,6 @@ from notifier.config import NotifierConfig
 from notifier.ledger import CRASHED, SHUTDOWN, Ledger
 from notifier.logs import Logger
 from notifier.outbox import Outbox
-from notifier.topology.base import TRANSPORT_ERRORS
 from notifier.topology.routers import make_router
 from notifier.workflows.steps import Member, Step
 
@@ -31,8 +30,6 @@ from notifier.workflows.steps import Member, Step
 # event it keeps looking before it waits on its doorbell instead (see Sender._pump).
 POLL_INTERVAL = 0.001
 ACTIVE_WINDOW = 0.1
-
-__all__ = ["TRANSPORT_ERRORS", "Sender"]
 
 
 class Sender:

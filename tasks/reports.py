@@ -16,7 +16,6 @@ import weakref
 from typing import Any
 
 from notifier import Notifier
-from notifier.events import event_id_prefix
 
 ENV_REPORT_FILE = "TASKS_NOTIFIER_REPORT"
 FIELDS = (
@@ -43,7 +42,7 @@ def report_at_close(notifier: Notifier) -> None:
 def append_report(path: str, stats: dict[str, Any]) -> None:
     line = {
         "pid": os.getpid(),
-        "event_id_prefix": event_id_prefix(),  # tells this process's events from others'
+        "event_id_prefix": stats["event_id_prefix"],  # tells this process's events from others'
         **{key: stats[key] for key in FIELDS},
     }
     data = json.dumps(line, separators=(",", ":")).encode() + b"\n"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from notifier import ConfigError, NotifierConfig, load_config
-from notifier.checks import did_you_mean
+from notifier.config import did_you_mean
 
 APP_TABLES = ("database", "celery")  # declared to load_config: ours, not the notifier's
 DEFAULT_DATABASE = "sqlite:///var/tasks.db"  # relative paths are relative to the config file

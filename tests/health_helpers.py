@@ -12,7 +12,7 @@ from typing import Any
 from helpers import make_config
 
 from notifier import Notifier, NotifierConfig, health
-from notifier.health_server import HealthServer
+from notifier.health.server import HealthServer
 
 HEARTBEAT = 0.2
 STALE_AFTER = 2 * HEARTBEAT  # the documented ceiling: a dead loop shows within two heartbeats

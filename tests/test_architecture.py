@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("notifier", "tasks")
 # Built on the core: the core (the publisher and what it imports) must know none of them.
-OPTIONAL = ("notifier.health", "notifier.metrics", "notifier.gateway", "notifier.celery")
+OPTIONAL = ("notifier.health", "notifier.health.metrics", "notifier.gateway", "notifier.celery")
 
 Graph = dict[str, set[str]]
 
@@ -108,3 +108,87 @@ def test_a_circle_added_by_hand_is_found(tmp_path: Path) -> None:
     ring = a_circle(import_graph(tmp_path, ("ring",)))
     assert {"ring.a", "ring.b", "ring.c"} == set(ring), ring
     assert ring[0] == ring[-1] and len(ring) == 4, ring
+
+
+# Layers: each module's rank; an import may go to its own rank or below, never above. The
+# README's layout tables in code: support at the bottom, the public face at the top, the optional
+# packages between them, each above all of the core.
+LAYERS = (
+    ("notifier.exceptions", "notifier.aio", "notifier.native", "notifier.redaction"),
+    ("notifier.logs", "notifier.config", "notifier.seams"),
+    ("notifier.events", "notifier.eventtypes", "notifier.link", "notifier.naming"),
+    ("notifier.workflows",),
+    ("notifier.coalesce", "notifier.ledger"),
+    ("notifier.batch",),
+    ("notifier.topology",),
+    ("notifier.outbox", "notifier.handover", "notifier.sender"),
+    ("notifier.publisher", "notifier.default"),
+    (
+        "notifier.testing",
+        "notifier.schema",
+        "notifier.health",
+        "notifier.celery",
+        "notifier.consumer",
+        "notifier.cli",
+        "notifier.gateway",
+    ),
+)
+FACE = "notifier"  # the package itself: it may import anything
+
+
+def rank_of(module: str, layers: tuple[tuple[str, ...], ...] = LAYERS) -> int | None:
+    """The layer of ``module`` (its own, or its package's); None for the face and for tasks/."""
+    for rank, prefixes in enumerate(layers):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return rank
+    return None
+
+
+def upward_imports(graph: Graph, layers: tuple[tuple[str, ...], ...] = LAYERS) -> list[str]:
+    """Every import from a module to one of a higher layer, as ``a -> b``."""
+    found = []
+    for module, targets in graph.items():
+        own = rank_of(module, layers)
+        if own is None:
+            continue
+        for target in targets:
+            rank = rank_of(target, layers)
+            if rank is not None and rank > own:
+                found.append(f"{module} -> {target}")
+    return sorted(found)
+
+
+def precise_graph(root: Path, packages: tuple[str, ...]) -> Graph:
+    """The import graph with ``from package import module`` read as the module alone (not also
+    the package, as ``imports_of`` counts it for circles)."""
+    known = modules(root, packages)
+    graph = import_graph(root, packages)
+    for name, targets in graph.items():
+        graph[name] = {
+            t for t in targets if not any(o.startswith(t + ".") and o in targets for o in known)
+        }
+    return graph
+
+
+def test_every_module_of_notifier_has_a_layer() -> None:
+    """A new module is placed in LAYERS (and so in the README's tables) before it lands."""
+    unplaced = [m for m in modules(ROOT, ("notifier",)) if m != FACE and rank_of(m) is None]
+    assert [] == unplaced
+
+
+def test_no_import_runs_from_a_lower_layer_up_to_a_higher_one() -> None:
+    """Support, config, wire format, shared state, routers, the thread, the caller's side and
+    the optional packages, in that order: no module imports one of a layer above its own."""
+    assert [] == upward_imports(precise_graph(ROOT, ("notifier",)))
+
+
+def test_an_upward_import_added_by_hand_is_found(tmp_path: Path) -> None:
+    """The check can fail: a low module importing a higher one inside a function is found."""
+    package = tmp_path / "layered"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "low.py").write_text("def f():\n    from layered import high\n")
+    (package / "high.py").write_text("import layered.low\n")
+    layers = (("layered.low",), ("layered.high",))
+    found = upward_imports(precise_graph(tmp_path, ("layered",)), layers)
+    assert ["layered.low -> layered.high"] == found

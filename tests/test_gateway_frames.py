@@ -31,8 +31,8 @@ from notifier.events import EVENT_TYPE_MAX, check_event_type
 from notifier.exceptions import InvalidEvent
 from notifier.gateway import issue_token
 from notifier.gateway.entries import Entry, make_entry, parse_stream_id
+from notifier.naming import naming_for
 from notifier.testing import RedisServer, wait_until
-from notifier.topology.naming import naming_for
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -32,7 +32,7 @@ from health_helpers import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from notifier import Notifier, health
-from notifier.report import NO_REPORT
+from notifier.health.report import NO_REPORT
 from notifier.testing import RedisServer, free_port, wait_until
 
 

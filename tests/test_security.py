@@ -31,10 +31,10 @@ from helpers import make_config
 from structlog.typing import EventDict, WrappedLogger
 
 from notifier import ConfigError, Notifier, NotifierError, load_config
+from notifier.config.urls import parse
 from notifier.gateway import issue_token
 from notifier.redaction import redact_url
 from notifier.testing import EventCollector, RedisServer, free_port, wait_until
-from notifier.topology.urls import parse
 
 SECRET = "Sup3r-s3cret-pw"
 WRONG = "Wr0ng-s3cret-pw"

@@ -24,7 +24,7 @@ from typing import Protocol
 from notifier.gateway.entries import Entry, Refused, decode_event, make_entry
 from notifier.gateway.history import History
 from notifier.gateway.subscriber import Subscriber
-from notifier.topology.naming import Naming
+from notifier.naming import Naming
 
 RECENT_IDS = 1024  # event ids a feed remembers, to tell a message it already handed on
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 
 from notifier.config import NotifierConfig
-from notifier.feed import PAGE, entries_of
-from notifier.topology.clients import AsyncClient, async_client
+from notifier.consumer.clients import AsyncClient, async_client
+from notifier.consumer.connections import PAGE, entries_of
 
 
 class History:

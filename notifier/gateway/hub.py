@@ -35,14 +35,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from notifier.aio import cancel_and_wait
 from notifier.config import NotifierConfig
+from notifier.config.urls import parse
 from notifier.gateway.feeds import Feed
 from notifier.gateway.history import History
 from notifier.gateway.shards import Node, Shard
 from notifier.gateway.subscriber import Subscriber
 from notifier.logs import Logger
+from notifier.naming import naming_for
 from notifier.redaction import describe, url_secrets
-from notifier.topology.naming import naming_for
-from notifier.topology.urls import parse
 
 CHECK_INTERVAL = 5.0  # a quiet feed reads its stream this often anyway: a lost message is late
 REFUSED_KEPT = 1024  # refused stream entries remembered, so that each is logged once

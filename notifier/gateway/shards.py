@@ -24,13 +24,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from notifier.aio import cancel_and_wait
 from notifier.config import NotifierConfig
+from notifier.config.urls import Topology
 from notifier.gateway.feeds import Feed
-from notifier.link import Link, command
+from notifier.link import TRANSPORT_ERRORS, Link, command
 from notifier.logs import Logger
-from notifier.topology.base import TRANSPORT_ERRORS
-from notifier.topology.naming import Naming
+from notifier.naming import Naming
 from notifier.topology.sentinel import discover_master
-from notifier.topology.urls import Topology
 
 Node = tuple[str, int]
 

@@ -24,7 +24,7 @@ from notifier.gateway.entries import Entry, Refused, as_chunk, make_entry, parse
 from notifier.gateway.feeds import Feed
 from notifier.gateway.hub import Hub
 from notifier.gateway.subscriber import Sink, Subscriber
-from notifier.topology.base import TRANSPORT_ERRORS
+from notifier.link import TRANSPORT_ERRORS
 
 UNAVAILABLE = (*TRANSPORT_ERRORS, TimeoutError)  # Redis could not answer: worth another try
 OPEN_PATIENCE = 5.0  # seconds a client's request waits for Redis before it is refused

@@ -21,19 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import hiredis
-from redis.exceptions import RedisError
-
 from notifier.batch import Event, Packer
 from notifier.config import NotifierConfig
 from notifier.ledger import Ledger
-from notifier.link import Link
+from notifier.link import TRANSPORT_ERRORS, Link
 from notifier.logs import Logger
 from notifier.redaction import describe, url_secrets
-
-# What a failed send or connect can raise: redis-py's errors, socket errors, a garbled reply,
-# and uvloop's RuntimeError for a transport that is closed already.
-TRANSPORT_ERRORS = (RedisError, OSError, hiredis.ProtocolError)
 
 
 class LinkFailed(Exception):

@@ -31,11 +31,11 @@ from redis.crc import key_slot
 
 from notifier.batch import Event, Packer
 from notifier.config import NotifierConfig
+from notifier.config.urls import Topology
 from notifier.link import Link, ReplyError, command
+from notifier.naming import Naming
 from notifier.topology.base import Attempt, LinkFailed, Links, Router, discard
-from notifier.topology.naming import Naming
 from notifier.topology.replicas import Replicas, acked
-from notifier.topology.urls import Topology
 
 SLOTS = 16384
 REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")

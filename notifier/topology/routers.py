@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from notifier.batch import Packer
 from notifier.config import NotifierConfig
+from notifier.config.urls import parse
 from notifier.ledger import Ledger
 from notifier.logs import Logger
+from notifier.naming import naming_for
 from notifier.topology.base import Links, Router
-from notifier.topology.naming import naming_for
 from notifier.topology.single import SingleRouter
-from notifier.topology.urls import parse
 
 
 def make_router(config: NotifierConfig, ledger: Ledger, log: Logger) -> Router:

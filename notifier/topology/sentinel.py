@@ -22,10 +22,10 @@ from typing import Any
 from notifier.aio import cancel_and_wait
 from notifier.batch import Event, Packer
 from notifier.config import NotifierConfig
-from notifier.link import Link, ReplyError, command
-from notifier.topology.base import TRANSPORT_ERRORS, Attempt, LinkFailed, Links, Router, discard
+from notifier.config.urls import Topology
+from notifier.link import TRANSPORT_ERRORS, Link, ReplyError, command
+from notifier.topology.base import Attempt, LinkFailed, Links, Router, discard
 from notifier.topology.replicas import Replicas, acked
-from notifier.topology.urls import Topology
 
 WATCH_RETRY = 1.0  # seconds between the watcher's attempts to reach a sentinel
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 
 from notifier.link import ReplyError
-from notifier.topology.naming import Naming
+from notifier.naming import Naming
 from notifier.workflows.ids import PREFIX
 from notifier.workflows.steps import Step
 

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from notifier.health.snapshots import FILE_NAME, Snapshot
 from notifier.logs import Logger
-from notifier.snapshots import FILE_NAME, Snapshot
 
 NO_REPORT = "no notifier has reported yet"
 

@@ -30,9 +30,9 @@ from typing import Any
 from celery import Celery, signals
 
 from notifier import default
+from notifier.celery.canvas import Canvases, workflow_id
+from notifier.celery.lifecycle import ChannelKey, Lifecycle
 from notifier.config import NotifierConfig
-from notifier.lifecycle import ChannelKey, Lifecycle
-from notifier.workflows.canvas import Canvases, workflow_id
 
 __all__ = ["install", "pool_name", "workflow_id"]
 

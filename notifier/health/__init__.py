@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING
 
 from notifier import seams
 from notifier.config import NotifierConfig
+from notifier.health.snapshots import SnapshotWriter
 from notifier.logs import get_logger
-from notifier.snapshots import SnapshotWriter
 
 if TYPE_CHECKING:
-    from notifier.health_server import HealthServer
+    from notifier.health.server import HealthServer
     from notifier.seams import NotifierView
 
 
@@ -54,7 +54,7 @@ def serve(config: NotifierConfig) -> HealthServer:
         if endpoint is not None and endpoint.pid == os.getpid() and endpoint.server is not None:
             return endpoint.server
         # Here, not at the top: prometheus_client is imported only by the process that serves.
-        from notifier.health_server import HealthServer
+        from notifier.health.server import HealthServer
 
         server = HealthServer(config)
         server.on_stop(_forget)

@@ -26,7 +26,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from notifier.config import RedisConfig
-from notifier.topology.urls import Topology, parse
+from notifier.config.urls import Topology, parse
 
 # No silent retries inside redis-py: a reconnect it made on its own would resubscribe without
 # reading the stream again, and the events published meanwhile would be lost.

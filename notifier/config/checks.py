@@ -14,9 +14,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from notifier.config import urls
 from notifier.exceptions import ConfigError
 from notifier.redaction import redact_url
-from notifier.topology import urls
 
 
 @dataclass(frozen=True, slots=True)

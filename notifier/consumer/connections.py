@@ -17,21 +17,18 @@ from typing import Any
 
 from redis.asyncio import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from notifier.config import RedisConfig
-from notifier.topology.clients import AsyncClient, async_client, owner_client
+from notifier.consumer.clients import AsyncClient, async_client, owner_client
+from notifier.link import TRANSPORT_ERRORS
 
-# What a lost or unusable connection raises. ResponseError (a command Redis refused, such as
-# WRONGTYPE) is a RedisError too, but retrying cannot fix it: the consumer raises it to the caller.
-TRANSPORT_ERRORS = (RedisError, OSError, TimeoutError)
 # Stream entries read per XRANGE round trip; the stream is capped by the publishers' maxlen.
 PAGE = 500
 # The messages a subscription receives, plain and sharded (Redis Cluster).
 MESSAGES = ("message", "smessage")
 
 
-class Feed:
+class Connections:
     """One pair of connections: the subscription on one, stream reads on the other."""
 
     def __init__(self, client: AsyncClient, timeout: float, sharded: bool) -> None:
@@ -40,34 +37,34 @@ class Feed:
         self.pubsub: Any = None
         self.sharded = sharded
         self.timeout = timeout  # bound on one command's round trip
-        self.live_seen = False  # has a live message arrived on this feed yet?
+        self.live_seen = False  # has a live message arrived on this pair yet?
         self.pinged = False  # is a PING unanswered?
 
     @classmethod
-    async def open(cls, cfg: RedisConfig, channel: bytes, sharded: bool = False) -> Feed:
+    async def open(cls, cfg: RedisConfig, channel: bytes, sharded: bool = False) -> Connections:
         """Connect and SUBSCRIBE (SSUBSCRIBE on a cluster); returns once Redis has confirmed
         the subscription."""
         client = async_client(cfg)
-        feed = cls(client, cfg.publish_timeout, sharded)
+        connections = cls(client, cfg.publish_timeout, sharded)
         confirmed = "ssubscribe" if sharded else "subscribe"
         try:
             if isinstance(client, RedisCluster):
-                feed.subscriber = await owner_client(cfg, client, channel.decode())
-                feed.pubsub = feed.subscriber.pubsub()
+                connections.subscriber = await owner_client(cfg, client, channel.decode())
+                connections.pubsub = connections.subscriber.pubsub()
             else:
-                feed.pubsub = client.pubsub()
+                connections.pubsub = client.pubsub()
             async with asyncio.timeout(2 * cfg.connect_timeout):
                 if sharded:
-                    await feed.pubsub.ssubscribe(channel)
+                    await connections.pubsub.ssubscribe(channel)
                 else:
-                    await feed.pubsub.subscribe(channel)
+                    await connections.pubsub.subscribe(channel)
                 # Nothing else can arrive before the confirmation; quiet reads just wait on.
-                while (await feed.message(cfg.connect_timeout)).get("type") != confirmed:
+                while (await connections.message(cfg.connect_timeout)).get("type") != confirmed:
                     pass
         except BaseException:
-            await feed.close()
+            await connections.close()
             raise
-        return feed
+        return connections
 
     async def message(self, timeout: float) -> dict[str, Any]:
         """The next message on the subscription, or {} after ``timeout`` of quiet. A

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from notifier.config import NotifierConfig
-from notifier.topology import urls
+from notifier.config import NotifierConfig, urls
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,14 +32,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from notifier.config import NotifierConfig
+from notifier.config.loader import default_config
+from notifier.consumer.clients import async_client
+from notifier.consumer.connections import MESSAGES, Connections, entries_of
 from notifier.events import check_task_id
 from notifier.eventtypes import TERMINAL_TYPES
-from notifier.feed import MESSAGES, TRANSPORT_ERRORS, Feed, entries_of
-from notifier.loader import default_config
+from notifier.link import TRANSPORT_ERRORS
 from notifier.logs import Logger, get_logger
+from notifier.naming import naming_for
 from notifier.redaction import describe, url_secrets
-from notifier.topology.clients import async_client
-from notifier.topology.naming import naming_for
 from notifier.workflows import ids as workflows
 
 Event = dict[str, Any]
@@ -100,20 +101,21 @@ async def last_event(
 async def _subscription(
     reader: _Reader, *, replay: bool, follow: bool
 ) -> AsyncGenerator[Event, None]:
-    """The loop behind subscribe(): one feed at a time, replaced when its connection is lost."""
+    """The loop behind subscribe(): one pair of connections at a time, replaced when one of
+    them is lost."""
     attempt = 0
     try:
         while True:
             try:
-                feed = await reader.connect()
-                batch = await reader.start(feed, replay=replay)
+                connections = await reader.connect()
+                batch = await reader.start(connections, replay=replay)
                 attempt = 0
                 while True:
                     for event in batch:
                         yield event
                         if not follow and event.get("type") in TERMINAL_TYPES:
                             return
-                    batch = await reader.next_batch(feed)
+                    batch = await reader.next_batch(connections)
             except ResponseError:
                 raise  # Redis refused a command (WRONGTYPE, NOPERM): no retry can fix it
             except TRANSPORT_ERRORS as exc:
@@ -124,8 +126,8 @@ async def _subscription(
 
 
 class _Reader:
-    """A subscription's state across feeds: what was yielded, and where the stream was last
-    read. Used by one subscription, in one task, at a time."""
+    """A subscription's state across its pairs of connections: what was yielded, and where the
+    stream was last read. Used by one subscription, in one task, at a time."""
 
     def __init__(self, config: NotifierConfig, task_id: str, check_interval: float) -> None:
         self.config = config
@@ -143,52 +145,52 @@ class _Reader:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._seen_max = max(2 * config.history.maxlen, 1024)
         self._last_entry: bytes | None = None  # stream id of the last entry read, if any
-        self._feed: Feed | None = None
-        self._started = False  # a feed has worked before: later ones resume, never skip
-        self._dropped = False  # the last feed was lost: say so when a new one works
+        self._connections: Connections | None = None
+        self._started = False  # a pair has worked before: later ones resume, never skip
+        self._dropped = False  # the last pair was lost: say so when a new one works
 
-    async def connect(self) -> Feed:
-        self._feed = await Feed.open(self.config.redis, self.channel, self.sharded)
-        return self._feed
+    async def connect(self) -> Connections:
+        self._connections = await Connections.open(self.config.redis, self.channel, self.sharded)
+        return self._connections
 
-    async def start(self, feed: Feed, *, replay: bool) -> list[Event]:
+    async def start(self, connections: Connections, *, replay: bool) -> list[Event]:
         """The events the stream holds that were not yielded yet (none the first time, when
         not replaying: later reads then start after what the stream holds now)."""
         if self._dropped:
             self._dropped = False
             self.log.info("consumer_reconnected")
         if not self._started and not replay:
-            self._last_entry = await feed.latest_id(self.key)
+            self._last_entry = await connections.latest_id(self.key)
             self._started = True
             return []
-        events = await self._read_stream(feed)
+        events = await self._read_stream(connections)
         self._started = True
         return events
 
-    async def next_batch(self, feed: Feed) -> list[Event]:
+    async def next_batch(self, connections: Connections) -> list[Event]:
         """Wait for the next live message; the new events it brings, in order, possibly none."""
-        message = await feed.message(self.check_interval)
+        message = await connections.message(self.check_interval)
         kind = message.get("type")
         if kind is None:  # quiet for a whole interval
-            if feed.pinged:
+            if connections.pinged:
                 raise RedisConnectionError(f"no answer to PING within {self.check_interval}s")
-            feed.pinged = True
-            await feed.ping()
-            return await self._read_stream(feed)
-        feed.pinged = False  # anything at all proves the connection alive
+            connections.pinged = True
+            await connections.ping()
+            return await self._read_stream(connections)
+        connections.pinged = False  # anything at all proves the connection alive
         if kind not in MESSAGES:
             return []  # a PONG, or a confirmation
         event = _decode(message.get("data"))
         if event is None:
             self.log.warning("consumer_bad_message", channel=self.channel.decode())
             return []
-        if not feed.live_seen:
-            feed.live_seen = True
-            return [*await self._read_stream(feed), *self._new([event])]
+        if not connections.live_seen:
+            connections.live_seen = True
+            return [*await self._read_stream(connections), *self._new([event])]
         return self._new([event])
 
     async def lost(self, exc: BaseException, attempt: int) -> None:
-        """Drop the feed and wait before the next one, doubling the wait up to the cap."""
+        """Drop the pair and wait before the next one, doubling the wait up to the cap."""
         # The first failure of an outage is a warning; repeating it at every retry would flood.
         emit = self.log.warning if attempt == 0 else self.log.debug
         emit("consumer_disconnected", error=describe(exc, self._secrets), attempts=attempt + 1)
@@ -197,14 +199,14 @@ class _Reader:
         await asyncio.sleep(self.config.reconnect.delay(attempt))
 
     async def disconnect(self) -> None:
-        feed, self._feed = self._feed, None
-        if feed is not None:
-            await feed.close()
+        connections, self._connections = self._connections, None
+        if connections is not None:
+            await connections.close()
 
-    async def _read_stream(self, feed: Feed) -> list[Event]:
+    async def _read_stream(self, connections: Connections) -> list[Event]:
         """The stream's entries after the last one read, as new events, in stream order.
         Nothing is recorded until the whole read succeeded: a failed one is simply redone."""
-        entries = await feed.entries(self.key, self._last_entry)
+        entries = await connections.entries(self.key, self._last_entry)
         if not entries:
             return []
         self._last_entry = entries[-1][0]

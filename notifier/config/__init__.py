@@ -1,7 +1,8 @@
 """Configuration: frozen dataclasses that mirror the TOML tables, each checked as it is built.
 
-What each key may hold, and the checking itself, is ``notifier/checks.py``'s; reading a file and
-checking its tables and keys by name is ``notifier/loader.py``'s.
+What each key may hold, and the checking itself, is ``checks``'s; reading a file and checking its
+tables and keys by name is ``loader``'s; the three forms of ``redis.url`` are ``urls``'s.
+``did_you_mean`` is public: an application checking its own tables gives the same hints.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
-from notifier.checks import (
+from notifier.config.checks import (
     ANY_STR,
     BOOL,
     EVENT_BYTES,
@@ -30,6 +31,7 @@ from notifier.checks import (
     one_of,
     setting,
 )
+from notifier.config.checks import did_you_mean as did_you_mean  # public: see above
 from notifier.exceptions import ConfigError
 from notifier.redaction import redact_url
 

@@ -42,12 +42,12 @@ import orjson
 from celery import signals
 
 from notifier import default
+from notifier.celery.canvas import HEADER
 from notifier.coalesce import remember
 from notifier.events import describe_error, truncate
 from notifier.eventtypes import RESULT_REPR_MAX, TRACEBACK_TAIL
 from notifier.exceptions import InvalidEvent
 from notifier.logs import get_logger
-from notifier.workflows.canvas import HEADER
 
 # channel_key(task_name, task_id, args, kwargs): the id whose channel gets the task's lifecycle
 # events, or None for no lifecycle events for this task.
@@ -79,13 +79,13 @@ class Lifecycle:
             # weak=False: nothing else keeps this object alive. dispatch_uid: installing again
             # replaces these receivers instead of doubling them.
             getattr(signals, name).connect(
-                _guarded(receiver), weak=False, dispatch_uid=f"notifier.lifecycle.{name}"
+                _guarded(receiver), weak=False, dispatch_uid=f"notifier.celery.lifecycle.{name}"
             )
 
     @staticmethod
     def disconnect() -> None:
         for name in _SIGNALS:
-            getattr(signals, name).disconnect(dispatch_uid=f"notifier.lifecycle.{name}")
+            getattr(signals, name).disconnect(dispatch_uid=f"notifier.celery.lifecycle.{name}")
 
     # Receivers ------------------------------------------------------------------------------
 

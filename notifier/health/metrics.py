@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from notifier.report import Report
+from notifier.health.report import Report
 
 # Several notifiers may live in one process, so the pid alone does not name a series.
 LABELS = ("pid", "notifier")

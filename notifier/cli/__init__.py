@@ -21,10 +21,10 @@ from typing import Any
 import structlog
 
 from notifier import schema as schemas
+from notifier.cli.health_check import default_health_url, fetch_report, health_url, summary
+from notifier.cli.listen import Listener
+from notifier.config.loader import load_config
 from notifier.exceptions import NotifierError
-from notifier.health_check import default_health_url, fetch_report, health_url, summary
-from notifier.listener import Listener
-from notifier.loader import load_config
 from notifier.publisher import Notifier
 from notifier.workflows import ids as workflows
 
@@ -260,7 +260,3 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds to deliver it (default: shutdown.drain_timeout)",
     )
     return parser
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
-from notifier.checks import Check, Table, as_float, did_you_mean
 from notifier.config import APP_TABLES_KEY, DEFAULT_PATH, ENV_CONFIG, TABLES, NotifierConfig
+from notifier.config.checks import Check, Table, as_float, did_you_mean
 from notifier.exceptions import ConfigError
 
 

@@ -19,10 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from notifier import metrics
 from notifier.config import NotifierConfig
+from notifier.health import metrics
+from notifier.health.report import Report, read_report
 from notifier.logs import get_logger
-from notifier.report import Report, read_report
 
 PATHS = ("/health", "/metrics")
 ALLOWED = "GET, HEAD"
