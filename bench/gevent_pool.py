@@ -4,7 +4,7 @@ run, each mode in a fresh process, alternately.
 
 - **plain**: no monkey-patching; what a prefork child sees.
 - **gevent**: ``monkey.patch_all()`` first; the notifier as shipped (a real OS thread with its own
-  loop, ``notifier/native.py``).
+  loop, ``notifier.native``).
 - **cooperative**: the same process, but with the notifier forced onto gevent's patched threading
   (its "thread" a greenlet, its loop polling through gevent's selectors): the design the shipped
   one was chosen over.

@@ -9,7 +9,7 @@ worker's CPU time (main process and children, from /proc) per task, Redis's (the
 result backend and the notifier's commands, workflow scripts included), the wall time from the
 first send to the last result, and in the sending process the time per task to send them
 (with the workflow, its declarations included). Reported: the medians, and each workflow figure as a
-ratio of the lifecycle's. The issue's bound: the workflow adds at most 10% to the worker's
+ratio of the lifecycle's. The bound to hold: the workflow adds at most 10% to the worker's
 time per task.
 
     python -m bench.workflows [--members N] [--rounds R]   (also part of ``make bench``)

@@ -4,7 +4,7 @@ One notifier thread per process owns its own event loop and Redis connection; ca
 thread, or inside any event loop, hand events over without blocking.
 """
 
-# health attaches itself (notifier/seams.py) to every notifier whose [health] is enabled.
+# health attaches itself (through notifier.seams) to every notifier whose [health] is enabled.
 from notifier import health  # noqa: F401 - imported for that registration only
 from notifier.config import NotifierConfig
 from notifier.config.loader import load_config

@@ -30,7 +30,7 @@ EVENT_TYPE_MAX = 64
 # A task id names a Redis channel (and, with history, a stream key). Whitespace and control
 # characters break line-based tools and logs; `*?[]` would make a PSUBSCRIBE listener match other
 # tasks' channels. Everything else, non-ASCII letters included, is allowed. (The characters of a
-# regular expression's class, so that notifier/schema writes the same rule.)
+# regular expression's class, so that notifier.schema writes the same rule.)
 TASK_ID_FORBIDDEN = r"\s\x00-\x1f\x7f-\x9f*?\[\]"  # whitespace; C0, DEL and C1 controls
 EVENT_TYPE_CHARS = r"A-Za-z0-9_.:-"
 ID_PREFIX_BYTES = 8  # an event id: this many random bytes in hex, "-", a counter in hex

@@ -1,7 +1,7 @@
 """The event types the library itself publishes, and what each one's ``data`` carries.
 
 One definition for three readers: the publisher and the lifecycle take their limits and the
-terminal types from here, and ``notifier/schema`` turns the table into the JSON Schema that a
+terminal types from here, and ``notifier.schema`` turns the table into the JSON Schema that a
 backend in another language checks events against. Plain values; nothing here does I/O.
 
 A ``data`` object may carry more than its type names here (the helpers' ``**extra``), and an
@@ -118,7 +118,7 @@ TYPES: tuple[EventType, ...] = (
 
 TERMINAL_TYPES = frozenset(t.name for t in TYPES if t.terminal)
 
-# Workflow events (notifier/workflows/): every one ends its data with the workflow's counts.
+# Workflow events (notifier.workflows): every one ends its data with the workflow's counts.
 COUNT = {"type": "integer", "minimum": 0}
 WORKFLOW_COUNTS: Mapping[str, Field] = {
     "total": Field(COUNT, "members known: declared by the canvas, or seen, if more"),

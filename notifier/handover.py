@@ -1,10 +1,10 @@
 """The hand-over to the outbox: a non-blocking put on the caller's thread, counted.
 
 Every put holds ``ledger.lock``, so that the counters and what is in the outbox agree at every
-moment (``notifier/ledger.py``). A full outbox refuses (``drop_newest``) or makes
-room by evicting its oldest event (``drop_oldest``); either way the call returns at once. With
-``queue.progress_interval`` set, a task's progress event that finds its previous one still
-waiting replaces it in place instead of queueing (``notifier/coalesce.py``).
+moment (the ``ledger`` module says which equation holds). A full outbox refuses
+(``drop_newest``) or makes room by evicting its oldest event (``drop_oldest``); either way the
+call returns at once. With ``queue.progress_interval`` set, a task's progress event that finds
+its previous one still waiting replaces it in place instead of queueing (``coalesce``).
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Accounting for every event a notifier was handed.
 
-One lock guards the counters *and* the outbox (``notifier/outbox.py``): callers hold it around
+One lock guards the counters *and* the outbox (``outbox``): callers hold it around
 each put, the notifier thread around each take and each settle, so that at any moment::
 
     accepted == published + pending + coalesced + dropped after acceptance
 
 where ``pending`` counts the events accepted and not yet settled (queued, or taken by the
 notifier thread and not yet published or given up), and ``coalesced`` counts progress events
-replaced by a later one of their task before they were sent (``notifier/coalesce.py``); they are
+replaced by a later one of their task before they were sent (``coalesce``); they are
 not drops. ``pending`` is not counted apart: it is what the other counters leave, so the equation
 holds by construction and settling a whole batch is one update under the lock. Calls that
 returned False are counted in ``rejected`` and in ``dropped`` too.

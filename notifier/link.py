@@ -3,8 +3,8 @@
 redis-py makes and closes the connection: URL parsing, TCP or unix socket, TLS, AUTH, SELECT,
 socket options. Sending a batch goes around its command layer: the batch is written as one
 buffer of RESP commands and the replies are parsed by hiredis in one pass. redis-py's per-command
-Python (pack, dispatch, a coroutine per reply) cost about 4 us per reply in our profile and was
-the notifier thread's largest cost; this path is several times cheaper (bench/ has the figures).
+Python (pack, dispatch, a coroutine per reply) would be the notifier thread's largest cost; this
+path is several times cheaper (bench/ has the figures).
 
 Used in one event loop at a time: the notifier thread's, or a gateway's (its pub/sub connection
 uses ``send`` and ``replies`` instead of ``execute``).

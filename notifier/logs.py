@@ -11,7 +11,7 @@ written under ``_writing``, and a fork waits for it, as the standard library's `
 with its own locks.
 
 Under gevent, a call made on the notifier's real thread is handed to the hub and written from a
-greenlet (``notifier/native.py``): the application's logging locks are greenlet locks there.
+greenlet (``native``): the application's logging locks are greenlet locks there.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Everything in this module runs on the notifier thread, except the three hand-over points the
 publisher uses from other threads: ``ready`` (a native.Event), ``request_stop()`` and
-``force_stop()``. The loop, the outbox's doorbell (``notifier/outbox.py``) and the router (which
-owns the Redis connections: ``notifier/topology/``) are created here and never touched from
+``force_stop()``. The loop, the outbox's doorbell (``outbox``) and the router (which
+owns the Redis connections: ``notifier.topology``) are created here and never touched from
 anywhere else.
 """
 
@@ -61,7 +61,7 @@ class Sender:
 
     def run(self) -> None:
         """The notifier thread's body: its own event loop (under gevent, one that never touches
-        gevent's patched selectors: ``notifier/native.py``)."""
+        gevent's patched selectors: ``native``)."""
         with asyncio.Runner(loop_factory=native.loop_factory()) as runner:
             runner.run(self._run())
 

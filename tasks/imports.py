@@ -3,7 +3,7 @@
 ``import_job(files, failing, queue)`` is the canvas a web application would apply: a chord of
 ``tasks.import_file``, one per file, whose callback ``tasks.summarise_imports`` runs only when all
 of them succeeded. With ``notifier.celery.install(app)`` the job has a workflow channel
-(``notifier/workflows/``): ``workflow_id(result)`` names it, and its events carry how many files
+(``notifier.workflows``): ``workflow_id(result)`` names it, and its events carry how many files
 are done, failed and running, and the job's mean progress.
 """
 

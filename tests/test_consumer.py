@@ -209,7 +209,7 @@ def test_events_published_while_redis_is_unreachable_arrive_when_it_returns(
         for percent in range(10, 100, 10):
             assert n.publish_progress(task, percent)
         assert n.flush(10)
-        await wait_for(lambda: proxy.accepted >= 6)  # the first feed's two, then refused retries
+        await wait_for(lambda: proxy.accepted >= 6)  # the first pair's two, then refused retries
         proxy.forward()
         assert n.publish_completed(task)
         return await consumer

@@ -158,7 +158,7 @@ def test_an_event_after_an_idle_spell_wakes_the_sleeping_notifier_thread(
     n = notifier_factory(redis_server.url, health=hour)
     n.start()
     for round in range(3):
-        # White-box: the outbox says when its thread waits on the doorbell (notifier/outbox.py).
+        # White-box: the outbox says when its thread waits on the doorbell (notifier.outbox).
         wait_until(lambda: n._outbox is not None and n._outbox._sleeping, 30)
         assert n.publish_progress("idle", round)
         collector.wait_for(round + 1, timeout=20)  # a lost ring would wait for the heartbeat

@@ -111,7 +111,8 @@ class Writer:
 
     def write(self, message: bytes, *, stream: bool = True) -> str | None:
         """XADD (unless ``stream`` is false) then PUBLISH, as the publisher does; the entry id."""
-        # "event": the field the gateway reads an entry's payload from (notifier/feed.py)
+        # "event": the field the gateway reads an entry's payload from (entries_of, in
+        # notifier.consumer.connections)
         entry_id = self.client.xadd(self.key, {"event": message}).decode() if stream else None
         self.client.publish(self.channel, message)
         return entry_id

@@ -194,7 +194,7 @@ def test_old_pattern_fails_across_loops_and_notifier_path_does_not(
     collector_factory: Callable[..., EventCollector],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Regression: a shared async client used from another loop fails; publish_failed does not."""
+    """A shared async client used from another loop fails; publish_failed does not."""
     shared = redis.asyncio.Redis.from_url(redis_server.url)
     setup_loop = asyncio.new_event_loop()
     setup_loop.run_until_complete(shared.ping())  # the client's connection now belongs to this loop
@@ -206,7 +206,7 @@ def test_old_pattern_fails_across_loops_and_notifier_path_does_not(
         try:
             loop.run_until_complete(asyncio.wait_for(shared.publish("task:old", b"{}"), timeout=5))
             outcome.append(True)
-        except Exception as exc:  # what the old code's try/except swallowed
+        except Exception as exc:  # what a try/except around such a call swallows
             outcome.append(exc)
         finally:
             loop.close()

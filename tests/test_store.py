@@ -313,8 +313,7 @@ def test_connections_that_open_a_new_sqlite_file_at_once_all_get_it(tmp_path: Pa
     """Eight connections that switch a new file to WAL at the same moment all succeed. SQLite
     answers one of two such switches "database is locked" without waiting on busy_timeout, and
     the store's connect hook must ask again rather than fail the caller. The race is won or
-    lost in microseconds, so it is run in rounds (with the hook's first version, most runs of
-    this test saw it lost in several rounds)."""
+    lost in microseconds, so it is run in rounds."""
     for round_ in range(100):
         path = tmp_path / f"race-{round_}.db"
         connections = [

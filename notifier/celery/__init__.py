@@ -13,7 +13,7 @@ What it does, per pool:
 - solo, threads and gevent: the worker process itself publishes; it drains in
   ``worker_shutdown``. Under gevent the notifier thread is a real OS thread with its own loop,
   never a greenlet on the worker's hub, and the task-end wait lets the other greenlets run
-  (``notifier/native.py``).
+  (``notifier.native``).
 - eventlet: refused at worker start, with a pointer to gevent: its green threads would put the
   notifier on the worker's hub, the very loop it exists to stay off.
 
@@ -54,10 +54,10 @@ def install(
     ``config`` is what :func:`notifier.configure` takes (None: the default lookup). It is loaded
     now, so that a configuration mistake fails at import time, not in a worker child.
     ``lifecycle``: publish ``started``, ``retrying`` and exactly one terminal event (``completed``,
-    ``failed``, ``revoked``) for every task run, from Celery's signals (``notifier/lifecycle.py``).
+    ``failed``, ``revoked``) for every task run, from Celery's signals (``lifecycle``).
     ``channel_key(task_name, task_id, args, kwargs)`` names the channel for them (default: the
     Celery task id; None: no lifecycle events for that task). With the lifecycle, a canvas (a
-    chain, a group, a chord) also gets a workflow channel (``notifier/workflows/``):
+    chain, a group, a chord) also gets a workflow channel (``notifier.workflows``):
     :func:`workflow_id` of what its ``apply_async`` returned names it. ``workflows=False``
     leaves them out; it is the process that applies a canvas that decides.
     """

@@ -1,6 +1,6 @@
 """The ``notifier`` command line: check a configuration, query the health endpoint, listen to
 events, publish one, serve the gateway. Reading the health endpoint's answer is
-``notifier/health_check.py``'s.
+``health_check``'s.
 
 Errors are one line on stderr with exit status 1, never a traceback; usage errors exit with 2,
 as argparse does. The library's own log events stay quiet unless ``--verbose``.

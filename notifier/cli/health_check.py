@@ -1,7 +1,7 @@
 """``notifier health``: fetch the health endpoint's report and put it in a few readable lines.
 
-The exit status is the command line's (``notifier/cli.py``); the report itself is made by the
-serving process (``notifier/report.py``).
+The exit status is the command line's (``notifier.cli``); the report itself is made by the
+serving process (``notifier.health.report``).
 """
 
 from __future__ import annotations

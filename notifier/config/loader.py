@@ -5,7 +5,7 @@ raises :class:`ConfigError` naming the file and the dotted key, and a mistyped n
 nearest right one. A table the notifier does not own is a mistake too (``[helth]`` would leave
 health off without a word), unless the application declared it: ``app_tables = [...]`` at the top
 of the file, or ``load_config(path, app_tables=...)``. Declared tables are left to their owners,
-who read them from ``NotifierConfig.path``. The tables themselves are ``notifier/config.py``'s.
+who read them from ``NotifierConfig.path``. The tables themselves are ``notifier.config``'s.
 """
 
 from __future__ import annotations

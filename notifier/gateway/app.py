@@ -8,7 +8,7 @@ Routes, each for one task and each behind its token (``?token=`` or ``Authorizat
 - ``WS /ws/tasks/{id}``: the same events as WebSocket text frames (``?last_event_id=`` too);
 - ``GET /tasks/{id}/last``: the latest event as JSON, 404 when there is none;
 - ``GET /workflows/{id}/events``, ``WS /ws/workflows/{id}``, ``GET /workflows/{id}/last``: the
-  same for a workflow (``notifier/workflows/``), behind a token for the workflow id.
+  same for a workflow (``notifier.workflows``), behind a token for the workflow id.
 
 A missing, garbled or expired token is 401, a valid one for another task 403; a WebSocket is
 closed with 1008 for either. Without ``[gateway] secret`` there are no tokens: only loopback

@@ -7,7 +7,7 @@ which browsers resume from; an event that is not in a stream has no id.
 What Redis holds is checked again before it is framed: anyone who can write to Redis (a
 publisher in another language, say) can store anything there. An entry is ``Refused`` when its
 payload is not a JSON object, its stream id is not ``<ms>-<seq>``, or its type breaks the
-publisher's rule (``notifier/events.py``: 1 to EVENT_TYPE_MAX letters, digits and ``_.:-``; an
+publisher's rule (``notifier.events``: 1 to EVENT_TYPE_MAX letters, digits and ``_.:-``; an
 event without a type is SSE's ``message``). A type with a line break in it would add ``id:``,
 ``data:`` or ``retry:`` lines of the writer's choosing to the frame. The callers skip a refused
 entry, and log and count it (``Hub.entry_refused``). A payload's own line breaks (raw ``\r``,

@@ -100,8 +100,8 @@ def worker_app(config: NotifierConfig, setup: Callable[[], object] | None = None
     if setup is not None:
         setup()
     # This process is the gateway's own: thousands of long-lived connections make a big heap,
-    # and the collector's default thresholds scan it often (pauses of hundreds of ms were
-    # measured at 10,000 streams; bench/gateway.py). Young collections 70x rarer.
+    # and the collector's default thresholds scan it often (pauses of hundreds of ms at 10,000
+    # streams, the load bench/gateway.py runs). Young collections 70x rarer.
     gc.set_threshold(50_000, 20, 100)
     return create_app(config)
 

@@ -1,8 +1,8 @@
 """Who serves the health endpoint (GET /health, GET /metrics), and every notifier's part in it.
 
-One process serves it (``notifier/health_server.py``); every notifier process reports to it
-through heartbeat snapshot files in a shared directory (``notifier/snapshots.py`` says why that
-survives forks). Which process serves:
+One process serves it (``server``); every notifier process reports to it through heartbeat
+snapshot files in a shared directory (``snapshots`` says why that survives forks). Which process
+serves:
 
 - outside Celery, the first process that starts a notifier with ``[health] enabled = true``;
 - in a Celery worker, the main process, from ``worker_init``, before the pool forks.

@@ -1,7 +1,7 @@
 """Judging the heartbeat snapshots: each process healthy or not, with reasons, and the report.
 
-Read by the health server on each request (``notifier/health_server.py``) and by the Prometheus
-collector (``notifier/metrics.py``); the snapshots themselves are ``notifier/snapshots.py``'s.
+Read by the health server on each request (``server``) and by the Prometheus collector
+(``metrics``); the snapshots themselves are ``snapshots``'s.
 """
 
 from __future__ import annotations

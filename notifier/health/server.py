@@ -1,7 +1,7 @@
 """The health endpoint's HTTP server: GET /health (200 or 503, JSON) and GET /metrics.
 
-It answers from the heartbeat snapshots in its directory (``notifier/report.py`` judges them), on
-a daemon thread. Which process runs it, and when, is ``notifier/health.py``'s business.
+It answers from the heartbeat snapshots in its directory (``report`` judges them), on a daemon
+thread. Which process runs it, and when, is ``notifier.health``'s business.
 """
 
 from __future__ import annotations

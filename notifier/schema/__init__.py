@@ -2,7 +2,7 @@
 what it reads.
 
 Built from the definitions the publisher itself checks and makes events with: the limits and
-patterns of ``notifier/events.py`` and the type tables of ``notifier/eventtypes.py``. The files
+patterns of ``notifier.events`` and the type tables of ``notifier.eventtypes``. The files
 beside this module (``task-event.json``, ``workflow-event.json``) are what :func:`text` writes;
 a test keeps them equal, and ``notifier schema NAME`` prints one.
 """

@@ -1,2 +1,2 @@
 """Topologies: one node, Sentinel, Cluster; three answers to "which connection does this event
-go to". ``make_router`` picks the one ``redis.url`` names (``notifier/topology/urls.py``)."""
+go to". ``make_router`` picks the one ``redis.url`` names (``notifier.config.urls``)."""

@@ -1,6 +1,6 @@
 """Redis Cluster: each event to the master that owns its slot, with sharded pub/sub.
 
-The task id is a hash tag (``notifier/topology/naming.py``), so a task's channel and history
+The task id is a hash tag (``notifier.naming``), so a task's channel and history
 stream share one slot: an event's XADD, SPUBLISH and EXPIRE go to one node, in one pipeline. A
 batch is split by the slot map (``CLUSTER SLOTS``, read from any node that answers) into one
 pipeline per master, sent on one connection per master, all at once.
@@ -14,7 +14,7 @@ What comes back decides, event by event:
   ASK until the migration ends, then MOVED: such an event waits for the move instead of being
   sent with ASKING.
 - with ``[redis] wait_for_replica``, each node's pipeline ends with WAIT, and its events settle
-  only once a replica has them (``notifier/topology/replicas.py``), so that a master killed
+  only once a replica has them (``replicas``), so that a master killed
   after it acknowledged them takes nothing with it.
 """
 

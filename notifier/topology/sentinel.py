@@ -4,7 +4,7 @@ Discovery: at every (re)connect the router asks the sentinels, in turn, for the 
 service, connects to it and checks with ROLE that it is a master before sending anything.
 
 Zero loss: each batch waits for a replica to have it before it counts as published
-(``notifier/topology/replicas.py``): a WAIT of 0 makes the router ask the sentinels first, and
+(``replicas``): a WAIT of 0 makes the router ask the sentinels first, and
 a batch the sentinels' new master does not have goes to it, since the old master may lose it.
 
 A failover is noticed from whichever comes first: a ``-READONLY`` reply (the master we hold was

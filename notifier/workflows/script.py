@@ -1,7 +1,7 @@
 """The script that applies a step to a workflow's state and publishes what follows from it.
 
 On the notifier thread: a step goes out as one EVALSHA, pipelined with the batch's other
-commands (``notifier/batch.py``). A node that does not know the script yet (a new one, a
+commands (``notifier.batch``). A node that does not know the script yet (a new one, a
 restarted one, a promoted replica) answers NOSCRIPT: that step is sent again, and the next
 batch carries the whole script (EVAL), which loads it. The state is one hash per workflow
 (``<history key>:state``), beside the workflow's history stream; in a cluster both carry the

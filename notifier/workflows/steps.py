@@ -3,7 +3,7 @@
 A step says what happened to the workflow -- a member's event, a branch of members declared, the
 number of branches sealed -- and carries the workflow events it may cause, encoded up to their
 counts (``prefix``): the script in Redis appends the counts it computes and publishes those it
-decides on (``notifier/workflows/script.py``). So the JSON is made here, by orjson, and the
+decides on (``script``). So the JSON is made here, by orjson, and the
 script only writes numbers.
 
 A declaration is queued as a step of its own by the process that applies the canvas. A member's
