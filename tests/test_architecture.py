@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import io
+import re
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -192,3 +195,91 @@ def test_an_upward_import_added_by_hand_is_found(tmp_path: Path) -> None:
     layers = (("layered.low",), ("layered.high",))
     found = upward_imports(precise_graph(tmp_path, ("layered",)), layers)
     assert ["layered.low -> layered.high"] == found
+
+
+# Names in prose: a docstring or comment that names a file (``notifier/ledger.py``) or a dotted
+# name (``notifier.config.urls``) sends the reader there, so it must be a name the tree has. A
+# dotted name may go on past its module to a name the module binds (``notifier.celery.install``).
+# In prose ``notifier.`` is the package: an instance's attribute is ``Notifier.stats``.
+
+
+def prose(path: Path) -> list[tuple[int, str]]:
+    """Every comment and docstring of the file at ``path``, with the line it starts on."""
+    source = path.read_text()
+    found = [
+        (token.start[0], token.string)
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    ]
+    for node in ast.walk(ast.parse(source, str(path))):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            found += [(node.lineno, node.value.value)] if isinstance(node.value.value, str) else []
+    return sorted(found)
+
+
+def top_level_names(path: Path) -> set[str]:
+    """The names a module binds outside its functions and classes, under ``if`` and ``try`` too."""
+    names: set[str] = set()
+    todo = list(ast.parse(path.read_text(), str(path)).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((alias.asname or alias.name).partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, ast.If | ast.Try):
+            todo.extend(c for c in ast.iter_child_nodes(node) if isinstance(c, ast.stmt))
+    return names
+
+
+def resolves(dotted: str, known: dict[str, Path]) -> bool:
+    """Whether ``dotted`` is a module of ``known``, or a name bound by its longest module prefix."""
+    parts = dotted.split(".")
+    for end in range(len(parts), 0, -1):
+        module = ".".join(parts[:end])
+        if module in known:
+            return end == len(parts) or parts[end] in top_level_names(known[module])
+    return False
+
+
+def stale_names(root: Path, packages: tuple[str, ...]) -> list[str]:
+    """The file paths and dotted names in the prose of ``packages`` that the tree under ``root``
+    does not have, as ``file:line: name``."""
+    known = modules(root, packages)
+    heads = "|".join(map(re.escape, packages))
+    paths = re.compile(rf"(?<![\w/.])(?:{heads})/[\w/.-]*[\w/]")
+    dotted = re.compile(rf"(?<![\w.])(?:{heads})(?:\.\w+)+")
+    stale = []
+    for path in known.values():
+        for line, text in prose(path):
+            where = f"{path.relative_to(root).as_posix()}:{line}"
+            stale += [f"{where}: {p}" for p in paths.findall(text) if not (root / p).exists()]
+            stale += [f"{where}: {d}" for d in dotted.findall(text) if not resolves(d, known)]
+    return stale
+
+
+def test_prose_in_notifier_names_only_files_and_modules_that_exist() -> None:
+    """Docstrings and comments in notifier/ name only paths and dotted names the tree has."""
+    assert [] == stale_names(ROOT, ("notifier",))
+
+
+def test_a_stale_name_in_prose_is_found(tmp_path: Path) -> None:
+    """The check can fail: a moved file's old path and dotted names the tree lacks are found."""
+    package = tmp_path / "moved"
+    (package / "inner").mkdir(parents=True)
+    (package / "__init__.py").write_text("from moved.inner.here import run\n")
+    (package / "inner" / "__init__.py").write_text("")
+    (package / "inner" / "here.py").write_text(
+        '"""Moved from ``moved/there.py``; see ``moved.inner.here.run`` and moved/inner/."""\n'
+        "def run() -> None:\n"
+        "    path = 'moved/gone.py'  # a string in code is not prose: not checked\n"
+        "    # see moved.there, moved.run and moved.inner.here.walk\n"
+    )
+    assert [
+        "moved/inner/here.py:1: moved/there.py",
+        "moved/inner/here.py:4: moved.there",
+        "moved/inner/here.py:4: moved.inner.here.walk",
+    ] == stale_names(tmp_path, ("moved",))
