@@ -90,11 +90,11 @@ def library_batch(n: Notifier, workflow: bool, tasks: int) -> dict[str, float]:
     for i in range(tasks):
         task_id = str(uuid.uuid4())
         if workflow:
-            n.join_workflow(task_id, group_id)
+            n.integration.join_workflow(task_id, group_id)
         n.publish(task_id, "started", {"task": "bench.tick", "retries": 0})
         n.publish_progress(task_id, 50, message="half way")
         n.publish_completed(task_id, result=i, task="bench.tick")
-        n.leave_workflow(task_id)
+        n.integration.leave_workflow(task_id)
         n.flush(1.0)
     return {
         "library_cpu_us_per_task": (time.process_time() - process) * 1e6 / tasks,

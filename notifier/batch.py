@@ -2,7 +2,7 @@
 
 Without history, a batch is one PUBLISH per event. With history, it is an XADD then a PUBLISH
 per event, then one EXPIRE per task, all in one buffer; the replies come back in the same order.
-A workflow step is one EVAL in its place among them (``notifier/workflows/script.py``).
+A workflow step is one EVAL in its place among them (``notifier.workflows.script``).
 XADD goes before PUBLISH: a consumer subscribes and then reads the stream, so an event it did not
 receive live must already be in the stream when it reads.
 
@@ -23,12 +23,12 @@ from notifier.workflows.script import Scripts, missing_script
 from notifier.workflows.steps import Member, Step
 
 # One queued event: the task id (it names the channel) and the encoded message, or for a
-# coalesced progress event the slot that holds the task's latest one (notifier/coalesce.py); a
+# coalesced progress event the slot that holds the task's latest one (notifier.coalesce); a
 # workflow member's event with its workflow (Member); a declaration step, under the workflow's
-# channel id (notifier/workflows/).
+# channel id (notifier.workflows).
 Item = tuple[str, bytes | Slot | Step | Member]
 # An event on its way to Redis: the task id and the encoded message, or a workflow's step.
-Event = tuple[str, bytes | Step]
+Outgoing = tuple[str, bytes | Step]
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Packer:
         self._ttl = b"%d" % config.history.ttl_seconds
         self._scripts = Scripts(naming, self._history, self._maxlen, self._ttl)
 
-    def pack(self, batch: Sequence[Event]) -> tuple[bytes, int]:
+    def pack(self, batch: Sequence[Outgoing]) -> tuple[bytes, int]:
         """The batch's commands in one buffer, and how many replies they will get."""
         naming, verb = self.naming, self.naming.publish
         if _has_steps(batch):
@@ -81,7 +81,7 @@ class Packer:
         packed += [command(b"EXPIRE", key, self._ttl) for key in keys.values()]
         return b"".join(packed), len(packed)
 
-    def _pack_mixed(self, batch: Sequence[Event]) -> tuple[bytes, int]:
+    def _pack_mixed(self, batch: Sequence[Outgoing]) -> tuple[bytes, int]:
         """pack() for a batch with workflow steps: each step's EVALSHA in its place."""
         packed: list[bytes] = []
         keys: dict[str, bytes] = {}
@@ -102,7 +102,7 @@ class Packer:
         return b"".join(packed), len(packed)
 
     def per_event(
-        self, batch: Sequence[Event], replies: Sequence[object]
+        self, batch: Sequence[Outgoing], replies: Sequence[object]
     ) -> list[tuple[object, ...]]:
         """Each event's own replies, in order: (XADD, PUBLISH) with history, (PUBLISH,)
         without, (EVAL,) for a workflow step."""
@@ -118,7 +118,7 @@ class Packer:
             at += width
         return own
 
-    def tail(self, batch: Sequence[Event], replies: Sequence[object]) -> list[object]:
+    def tail(self, batch: Sequence[Outgoing], replies: Sequence[object]) -> list[object]:
         """The replies after the events' own: one EXPIRE per task (not per workflow), in order
         of first appearance, with history."""
         if not self._history:
@@ -127,11 +127,11 @@ class Packer:
         return list(replies[own:])
 
     @staticmethod
-    def expired(batch: Sequence[Event]) -> list[str]:
+    def expired(batch: Sequence[Outgoing]) -> list[str]:
         """The tasks whose EXPIRE ends the pack (with history), in order."""
         return list(dict.fromkeys(t for t, data in batch if not isinstance(data, Step)))
 
-    def read(self, batch: Sequence[Event], replies: Sequence[object]) -> Outcome:
+    def read(self, batch: Sequence[Outgoing], replies: Sequence[object]) -> Outcome:
         """Sort the replies to ``batch`` as :meth:`pack` packed it."""
         events = len(batch)
         publishes: Sequence[object]
@@ -165,7 +165,7 @@ class Packer:
         )
 
 
-def _has_steps(batch: Sequence[Event]) -> bool:
+def _has_steps(batch: Sequence[Outgoing]) -> bool:
     for _, data in batch:  # noqa: SIM110 - a loop is twice as fast as any() over a generator
         if type(data) is not bytes:
             return True

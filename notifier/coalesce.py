@@ -30,6 +30,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from notifier.recent import Recent
 from notifier.workflows.steps import Member, Step
 
 RECENT_MAX = 4096  # per-task bookkeeping kept for this many tasks; tasks are short-lived
@@ -51,7 +52,7 @@ class Coalescer:
 
     def __init__(self, tracking: bool = False) -> None:
         self._open: dict[str, Slot] = {}
-        self._ended: dict[str, float] = {}  # task id -> monotonic time of its last terminal event
+        self._ended: Recent[str, float] = Recent(RECENT_MAX)  # task id -> its last end's time
         # Whether _ended is kept (ended_since's answer): off until someone asks, since it costs
         # every terminal event a few dict operations (Notifier.track_endings).
         self.tracking = tracking
@@ -76,7 +77,7 @@ class Coalescer:
         if slot is not None:
             slot.urgent = True
         if self.tracking:
-            remember(self._ended, task_id, now)
+            self._ended.remember(task_id, now)
 
     def close(self, task_id: str, slot: Slot) -> bytes | Member | Step:
         """The notifier thread sends (or evicts) this slot: no more replacements go into it."""
@@ -96,7 +97,7 @@ class Gate:
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self._last_sent: dict[str, float] = {}
+        self._last_sent: Recent[str, float] = Recent(RECENT_MAX)
         self._held: list[tuple[float, int, str, Slot]] = []
         self._order = itertools.count()
 
@@ -107,7 +108,7 @@ class Gate:
         heapq.heappush(self._held, (due, next(self._order), task_id, slot))
 
     def sent(self, task_id: str, now: float) -> None:
-        remember(self._last_sent, task_id, now)
+        self._last_sent.remember(task_id, now)
 
     def ready(self, now: float) -> list[tuple[str, Slot]]:
         """The held slots whose time has come, in the order they fell due."""
@@ -139,13 +140,3 @@ class Gate:
     @property
     def holding(self) -> int:
         return len(self._held)
-
-
-def remember(times: dict[str, float], task_id: str, now: float) -> None:
-    """Record ``now`` for the task, keeping the most recent RECENT_MAX tasks (the dict's order
-    is the order of last use)."""
-    times.pop(task_id, None)
-    times[task_id] = now
-    if len(times) > RECENT_MAX:
-        for stale in list(itertools.islice(times, len(times) - RECENT_MAX // 2)):
-            del times[stale]

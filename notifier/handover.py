@@ -1,4 +1,4 @@
-"""The hand-over to the outbox: a non-blocking put on the caller's thread, counted.
+"""The hand-over: the caller's non-blocking put into the outbox, counted.
 
 Every put holds ``ledger.lock``, so that the counters and what is in the outbox agree at every
 moment (the ``ledger`` module says which equation holds). A full outbox refuses

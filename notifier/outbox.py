@@ -1,4 +1,4 @@
-"""The hand-over between callers and the notifier thread: a bounded buffer and a doorbell.
+"""The outbox: the bounded buffer between callers and the notifier thread, and its doorbell.
 
 Callers append events to a deque under the ledger's lock, which they hold anyway to count them;
 the notifier thread takes them in bulk under the same lock. A janus queue is the doorbell: the

@@ -3,7 +3,7 @@
 A publish call never awaits anything and never raises for transport reasons. It returns True when
 the event is in the queue and False when it was dropped (queue full, notifier closed); every drop is
 counted by reason in ``stats()``. ``publish_failed`` never raises at all. The put itself, and its
-accounting, is ``notifier/handover.py``'s.
+accounting, is ``handover``'s.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from notifier.handover import PLAIN, TERMINAL, Handover
 from notifier.ledger import CLOSED, Ledger
 from notifier.logs import get_logger
 from notifier.outbox import Outbox
+from notifier.recent import Recent
 from notifier.sender import Sender
 from notifier.workflows.ids import PREFIX as WORKFLOW_PREFIX
 from notifier.workflows.ids import channel_id
@@ -42,7 +43,7 @@ START_TIMEOUT = 5.0  # creating a loop and a queue in a new thread takes millise
 FORCE_STOP_GRACE = 0.4  # after close()'s deadline, how long the thread gets to count and close
 
 _NEW, _RUNNING, _CLOSED = "new", "running", "closed"
-WORKFLOW_MEMBERS_MAX = 4096  # tasks remembered as workflow members (see join_workflow)
+WORKFLOW_MEMBERS_MAX = 4096  # tasks remembered as workflow members: some never leave here
 
 # What a forked child inherited from its parent's notifier threads. The child must never touch
 # these (their locks may be held, their sockets are the parent's) nor let them be collected
@@ -55,7 +56,8 @@ class Notifier:
     """A notifier thread with its own event loop and Redis connection, and the API to feed it.
 
     Nothing starts until :meth:`start` or the first publish. Safe to call from any thread and from
-    code running inside any event loop.
+    code running inside any event loop. What the integrations need beyond the publish calls
+    (workflow membership, workflow steps, task endings) is :attr:`integration`'s.
     """
 
     def __init__(self, config: NotifierConfig | None = None) -> None:
@@ -65,7 +67,8 @@ class Notifier:
         # Called on the notifier thread at every heartbeat with the loop's lag (health snapshots).
         self._heartbeat_listeners: list[Callable[[float], None]] = []
         self._close_listeners: list[Callable[[], None]] = []
-        self._tracking_endings = False  # see track_endings; kept across a fork
+        self._tracking_endings = False  # see Integration.track_endings; kept across a fork
+        self.integration = Integration(self)
         self._reset()
         _live.add(self)
 
@@ -80,7 +83,7 @@ class Notifier:
         self._thread: native.Thread | None = None
         self._outbox: Outbox | None = None  # set once the thread is ready to take events
         # channel id of a task -> its workflow id, for the tasks running in a workflow here
-        self._workflows: dict[str, str] = {}
+        self._workflows: Recent[str, str] = Recent(WORKFLOW_MEMBERS_MAX)
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -98,7 +101,7 @@ class Notifier:
                     "notifier thread would share the hub it exists to stay off. Use gevent "
                     "(supported: the notifier runs on a real thread there) or an unpatched process"
                 )
-            seams.starting(self)  # optional parts attach here (health: notifier/health.py)
+            seams.starting(self)  # optional parts attach here (health: notifier.health)
             outbox = Outbox(self.config.queue.maxsize, self._ledger.lock)
             sender = Sender(self.config, self._ledger, self._coalescer, outbox, self._log)
             sender.tick_listeners = self._heartbeat_listeners
@@ -233,28 +236,6 @@ class Notifier:
         """Queue a ``completed`` event carrying ``result`` (any JSON value)."""
         return self._publish(task_id, "completed", {**extra, "result": result})
 
-    # Workflows (notifier/workflows/) --------------------------------------------------------
-
-    def join_workflow(self, task_id: str, workflow_id: str) -> None:
-        """From now on, each event on ``task_id``'s channel is also a step of ``workflow_id``:
-        the task runs as one of its members. InvalidEvent for an id that names no channel."""
-        check_task_id(task_id)
-        channel_id(workflow_id)
-        workflows = self._workflows
-        workflows.pop(task_id, None)
-        workflows[task_id] = workflow_id
-        if len(workflows) > WORKFLOW_MEMBERS_MAX:  # members this process never saw end
-            for stale in list(workflows)[: WORKFLOW_MEMBERS_MAX // 2]:
-                workflows.pop(stale, None)
-
-    def leave_workflow(self, task_id: str) -> None:
-        self._workflows.pop(task_id, None)
-
-    def publish_step(self, step: Step) -> bool:
-        """Queue a step of a workflow (a declaration: notifier/workflows/steps.py), counted as
-        any event is. A member's events become steps by themselves (join_workflow)."""
-        return self._offer(WORKFLOW_PREFIX + step.workflow, step, PLAIN)
-
     def _offer(self, task_id: str, payload: bytes | Step | Member, kind: int) -> bool:
         outbox = self._outbox
         if outbox is None:  # not started yet, or forked: the fork hook cleared it in the child
@@ -262,27 +243,6 @@ class Notifier:
             if outbox is None:
                 return self._handover.reject(CLOSED)
         return self._handover.offer(outbox, task_id, payload, kind, self._state == _RUNNING)
-
-    def track_endings(self) -> None:
-        """From now on, remember when each task's terminal event is accepted, for
-        :meth:`ended_since`. The Celery lifecycle turns it on before a task runs; without it a
-        terminal event skips that bookkeeping."""
-        with self._ledger.lock:
-            self._track_endings()
-
-    def _track_endings(self) -> None:
-        """track_endings(), with the ledger's lock held. The flag outlives a fork's reset."""
-        self._tracking_endings = self._coalescer.tracking = True
-
-    def ended_since(self, task_id: str, since: float) -> bool:
-        """Whether an event ending ``task_id`` (completed, failed, revoked) was accepted at or
-        after ``since``, a ``time.monotonic()`` value. Recent tasks only (thousands), and only
-        events accepted since :meth:`track_endings`, which the first call turns on."""
-        with self._ledger.lock:
-            if not self._coalescer.tracking:
-                self._track_endings()
-                return False  # nothing was remembered before now
-            return self._coalescer.ended_since(task_id, since)
 
     def _start_lazily(self) -> Outbox | None:
         """The outbox to put into, starting the thread if need be; None when closed."""
@@ -334,6 +294,55 @@ class Notifier:
         self._reset()
         if closed:
             self._state = _CLOSED
+
+
+class Integration:
+    """What the Celery wiring needs of a notifier beyond the user's API: which workflow a task
+    runs in, a workflow's own steps, and when tasks ended. ``Notifier.integration``; an
+    application needs none of it."""
+
+    __slots__ = ("_notifier",)
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+
+    def join_workflow(self, task_id: str, workflow_id: str) -> None:
+        """From now on, each event on ``task_id``'s channel is also a step of ``workflow_id``:
+        the task runs as one of its members. InvalidEvent for an id that names no channel."""
+        check_task_id(task_id)
+        channel_id(workflow_id)
+        self._notifier._workflows.remember(task_id, workflow_id)
+
+    def leave_workflow(self, task_id: str) -> None:
+        self._notifier._workflows.pop(task_id, None)
+
+    def publish_step(self, step: Step) -> bool:
+        """Queue a step of a workflow (a declaration: ``workflows.steps``), counted as any event
+        is. A member's events become steps by themselves (``join_workflow``)."""
+        return self._notifier._offer(WORKFLOW_PREFIX + step.workflow, step, PLAIN)
+
+    def track_endings(self) -> None:
+        """From now on, remember when each task's terminal event is accepted, for
+        :meth:`ended_since`. The Celery lifecycle turns it on before a task runs; without it a
+        terminal event skips that bookkeeping."""
+        with self._notifier._ledger.lock:
+            self._track_endings()
+
+    def _track_endings(self) -> None:
+        """track_endings(), with the ledger's lock held. The flag outlives a fork's reset."""
+        notifier = self._notifier
+        notifier._tracking_endings = notifier._coalescer.tracking = True
+
+    def ended_since(self, task_id: str, since: float) -> bool:
+        """Whether an event ending ``task_id`` (completed, failed, revoked) was accepted at or
+        after ``since``, a ``time.monotonic()`` value. Recent tasks only (thousands), and only
+        events accepted since :meth:`track_endings`, which the first call turns on."""
+        notifier = self._notifier
+        with notifier._ledger.lock:
+            if not notifier._coalescer.tracking:
+                self._track_endings()
+                return False  # nothing was remembered before now
+            return notifier._coalescer.ended_since(task_id, since)
 
 
 def _after_fork_in_child() -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from notifier import native
 from notifier.aio import cancel_and_wait
-from notifier.batch import Event, Item
+from notifier.batch import Item, Outgoing
 from notifier.coalesce import Coalescer, Gate, Slot
 from notifier.config import NotifierConfig
 from notifier.ledger import CRASHED, SHUTDOWN, Ledger
@@ -160,7 +160,7 @@ class Sender:
             if due is None:
                 await self.router.probe()
 
-    def _admit(self, taken: list[Item], drain: bool) -> list[Event]:
+    def _admit(self, taken: list[Item], drain: bool) -> list[Outgoing]:
         """The events to send now: encoded events as they are; progress slots whose task may
         send again; held slots that fell due (every one, when draining). A slot taken too soon
         after its task's last progress is held, and keeps taking its task's newer progress."""
@@ -168,7 +168,7 @@ class Sender:
         if gate is None or (not gate.holding and not _has_slot(taken)):
             return _expanded(taken)  # no coalescing, or no progress slot to decide on
         now, lock = time.monotonic(), self.ledger.lock
-        batch: list[Event] = []
+        batch: list[Outgoing] = []
         if gate.holding:
             # Held slots whose task's terminal event was queued since: they were taken before
             # anything taken now, so they go first.
@@ -192,13 +192,13 @@ class Sender:
                     self._close(task_id, slot, now, batch)
         return batch
 
-    def _close(self, task_id: str, slot: Slot, now: float, batch: list[Event]) -> None:
+    def _close(self, task_id: str, slot: Slot, now: float, batch: list[Outgoing]) -> None:
         """Send this slot's latest progress: into ``batch``. Called with the ledger's lock."""
         _add(batch, task_id, self.coalescer.close(task_id, slot))
         if self._gate is not None:
             self._gate.sent(task_id, now)
 
-    async def _deliver(self, batch: Sequence[Event]) -> None:
+    async def _deliver(self, batch: Sequence[Outgoing]) -> None:
         """Publish the batch, sending again what did not get through, as often as it takes
         (at least once delivery). Which connection an event goes to is the router's business."""
         pending, attempt = list(batch), 0
@@ -241,20 +241,20 @@ def _has_slot(taken: list[Item]) -> bool:
     return False
 
 
-def _expanded(taken: list[Item]) -> list[Event]:
+def _expanded(taken: list[Item]) -> list[Outgoing]:
     """The events of what was taken, none of it a slot."""
     for _, data in taken:
         if type(data) is Member:
             break
     else:  # the common case: every item is one event already
         return taken  # type: ignore[return-value]  # bytes or Step: no slot without coalescing
-    batch: list[Event] = []
+    batch: list[Outgoing] = []
     for task_id, data in taken:
         _add(batch, task_id, data)  # type: ignore[arg-type]  # a Slot only with coalescing
     return batch
 
 
-def _add(batch: list[Event], task_id: str, data: bytes | Step | Member) -> None:
+def _add(batch: list[Outgoing], task_id: str, data: bytes | Step | Member) -> None:
     """Add an item's events: a workflow member's event is two, its own and its step."""
     if type(data) is Member:
         batch += data.events(task_id)

@@ -117,7 +117,8 @@ def test_a_circle_added_by_hand_is_found(tmp_path: Path) -> None:
 # README's layout tables in code: support at the bottom, the public face at the top, the optional
 # packages between them, each above all of the core.
 LAYERS = (
-    ("notifier.exceptions", "notifier.aio", "notifier.native", "notifier.redaction"),
+    ("notifier.exceptions", "notifier.aio", "notifier.native", "notifier.recent"),
+    ("notifier.config.redaction",),
     ("notifier.logs", "notifier.config", "notifier.seams"),
     ("notifier.events", "notifier.eventtypes", "notifier.link", "notifier.naming"),
     ("notifier.workflows",),

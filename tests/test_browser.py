@@ -331,10 +331,14 @@ def test_the_client_follows_a_workflow_to_its_end(
     with GatewayProcess(redis_server.url, tmp_path) as gateway:
         done = start_watch(page, gateway, workflow, workflow=True)
         wait_subscribed(redis_server, f"task:workflow:{workflow}")
-        assert publisher.publish_step(declaration(workflow, branch=members[0], size=2, seal=1))
+        assert publisher.integration.publish_step(
+            declaration(workflow, branch=members[0], size=2, seal=1)
+        )
         for task in members:
             payload = encode_event(task, "completed", {"result": None}, 1 << 20)
-            assert publisher.publish_step(member_step(workflow, task, "completed", payload))
+            assert publisher.integration.publish_step(
+                member_step(workflow, task, "completed", payload)
+            )
         assert publisher.flush(10)
         result = page.evaluate("(watching) => watching.done", done)
         assert ["member", "member", "completed"] == [e["type"] for e in result["seen"]]

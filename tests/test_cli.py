@@ -198,9 +198,9 @@ def test_listen_to_a_workflow_prints_its_events(redis_server: RedisServer, tmp_p
             wait_until(lambda: "listening on task:workflow:cli-wf" in errors.read_text(), 20)
             with Notifier(load_config(config)) as n:
                 assert n.publish("cli-wf", "step", {})  # the task of that id
-                assert n.publish_step(declaration("cli-wf", branch="m", size=1, seal=1))
+                assert n.integration.publish_step(declaration("cli-wf", branch="m", size=1, seal=1))
                 payload = encode_event("m", "completed", {"result": 1}, 1 << 20)
-                assert n.publish_step(member_step("cli-wf", "m", "completed", payload))
+                assert n.integration.publish_step(member_step("cli-wf", "m", "completed", payload))
             out, _ = process.communicate(timeout=30)
         finally:
             process.kill()

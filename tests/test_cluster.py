@@ -307,12 +307,12 @@ def test_a_workflow_runs_its_script_on_the_master_that_owns_its_slot(
 
     n = notifier_factory(cluster.url(), history=HISTORY)
     workflow, members = "cluster-workflow", [f"cluster-member-{i}" for i in range(3)]
-    assert n.publish_step(declaration(workflow, branch=members[0], size=3, seal=1))
+    assert n.integration.publish_step(declaration(workflow, branch=members[0], size=3, seal=1))
     for event_type in ("started", "completed"):
         for task in members:
             data: dict[str, Any] = {"task": "t", "retries": 0} if event_type == "started" else {}
             payload = encode_event(task, event_type, data, 1 << 20)
-            assert n.publish_step(member_step(workflow, task, event_type, payload))
+            assert n.integration.publish_step(member_step(workflow, task, event_type, payload))
     assert n.flush(30)
     stats = n.stats()
     assert stats["published"] == stats["accepted"] == 7, stats

@@ -31,9 +31,9 @@ from helpers import make_config
 from structlog.typing import EventDict, WrappedLogger
 
 from notifier import ConfigError, Notifier, NotifierError, load_config
+from notifier.config.redaction import redact_url
 from notifier.config.urls import parse
 from notifier.gateway import issue_token
-from notifier.redaction import redact_url
 from notifier.testing import EventCollector, RedisServer, free_port, wait_until
 
 SECRET = "Sup3r-s3cret-pw"

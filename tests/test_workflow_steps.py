@@ -74,7 +74,7 @@ def test_a_step_that_reaches_redis_twice_counts_once(
     completed = member(workflow, a, "completed", result=1)
     # every step twice, as a resend after a broken connection does
     for step in [*declared, started, started, completed, completed, *declared]:
-        assert n.publish_step(step)
+        assert n.integration.publish_step(step)
     assert n.flush(10)
     got = state(n, redis_server, workflow)
     assert (got["expected"], got["branches"], got["completed"], got["running"]) == (
@@ -94,13 +94,15 @@ def test_a_workflow_whose_members_end_before_it_is_sealed_completes_at_the_seal(
 ) -> None:
     workflow, tasks = new_task("wf"), [new_task(f"m{i}") for i in range(3)]
     for task in tasks:
-        assert n.publish_step(declaration(workflow, branch=task, size=1))
-        assert n.publish_step(member(workflow, task, "started", task="t", retries=0))
-        assert n.publish_step(member(workflow, task, "progress", progress=40, message=None))
-        assert n.publish_step(member(workflow, task, "completed", result=None))
+        assert n.integration.publish_step(declaration(workflow, branch=task, size=1))
+        assert n.integration.publish_step(member(workflow, task, "started", task="t", retries=0))
+        assert n.integration.publish_step(
+            member(workflow, task, "progress", progress=40, message=None)
+        )
+        assert n.integration.publish_step(member(workflow, task, "completed", result=None))
     assert n.flush(10)
     assert [e["type"] for e in history(n, redis_server, workflow)] == ["member"] * 9
-    assert n.publish_step(declaration(workflow, seal=3))
+    assert n.integration.publish_step(declaration(workflow, seal=3))
     assert n.flush(10)
     events = history(n, redis_server, workflow)
     assert events[-1]["type"] == "completed" and counts(events[-1]) == (3, 3, 0, 0)
@@ -112,12 +114,14 @@ def test_the_first_failure_ends_the_workflow_and_nothing_follows(
     n: Notifier, redis_server: RedisServer
 ) -> None:
     workflow, tasks = new_task("wf"), [new_task(f"m{i}") for i in range(3)]
-    assert n.publish_step(declaration(workflow, branch=tasks[0], size=3, seal=1))
+    assert n.integration.publish_step(declaration(workflow, branch=tasks[0], size=3, seal=1))
     for task in tasks:
-        assert n.publish_step(member(workflow, task, "started", task="t", retries=0))
-    assert n.publish_step(member(workflow, tasks[1], "failed", error="ValueError: bad row"))
-    assert n.publish_step(member(workflow, tasks[2], "revoked", terminated=True))
-    assert n.publish_step(member(workflow, tasks[0], "completed", result=None))
+        assert n.integration.publish_step(member(workflow, task, "started", task="t", retries=0))
+    assert n.integration.publish_step(
+        member(workflow, tasks[1], "failed", error="ValueError: bad row")
+    )
+    assert n.integration.publish_step(member(workflow, tasks[2], "revoked", terminated=True))
+    assert n.integration.publish_step(member(workflow, tasks[0], "completed", result=None))
     assert n.flush(10)
     events = history(n, redis_server, workflow)
     assert [e["type"] for e in events] == ["member"] * 4 + ["failed"]
@@ -137,7 +141,7 @@ def test_subscribe_to_a_workflow_ends_at_its_terminal_event(
         member(workflow, task, "started", task="t", retries=0),
         member(workflow, task, "completed", result=[1]),
     ):
-        assert n.publish_step(step)
+        assert n.integration.publish_step(step)
     assert n.flush(10)
 
     async def collect() -> list[dict[str, Any]]:
@@ -164,7 +168,7 @@ def test_the_gateway_serves_a_workflow_behind_a_token_for_its_id(
         member(workflow, task, "started", task="t", retries=0),
         member(workflow, task, "completed", result=None),
     ):
-        assert n.publish_step(step)
+        assert n.integration.publish_step(step)
     assert n.flush(10)
     token = issue_token(workflow, config=gateway.config, workflow=True)
     status, events = sse_events(gateway.url(f"/workflows/{workflow}/events?token={token}"))
@@ -187,12 +191,12 @@ def test_a_node_that_lost_the_script_gets_it_again_and_no_step_is_lost(
     """Steps go by EVALSHA; after SCRIPT FLUSH (a restart, a failover) the node answers
     NOSCRIPT, and the step is sent again with the script: nothing dropped, nothing logged."""
     workflow, tasks = new_task("wf"), [new_task(f"m{i}") for i in range(4)]
-    assert n.publish_step(declaration(workflow, branch=tasks[0], size=4, seal=1))
+    assert n.integration.publish_step(declaration(workflow, branch=tasks[0], size=4, seal=1))
     assert n.flush(10)
     for task in tasks:
         with redis_server.client() as r:
             r.script_flush()
-        assert n.publish_step(member(workflow, task, "completed", result=None))
+        assert n.integration.publish_step(member(workflow, task, "completed", result=None))
         assert n.flush(10)
     stats = n.stats()
     assert stats["dropped"] == 0 and stats["published"] == stats["accepted"] == 5, stats
@@ -211,13 +215,13 @@ def test_a_member_in_a_tight_progress_loop_costs_its_workflow_a_step_per_interva
         queue={"progress_interval": 0.2},
     )  # fmt: skip
     workflow, task = new_task("wf"), new_task("loop")
-    assert n.publish_step(declaration(workflow, branch=task, size=2, seal=1))
-    n.join_workflow(task, workflow)
+    assert n.integration.publish_step(declaration(workflow, branch=task, size=2, seal=1))
+    n.integration.join_workflow(task, workflow)
     calls = 20_000
     for i in range(1, calls + 1):
         assert n.publish_progress(task, i * 50 / calls, message=None)
     assert n.publish_failed(task, RuntimeError("disk full"))
-    n.leave_workflow(task)
+    n.integration.leave_workflow(task)
     assert n.flush(30)
     events = history(n, redis_server, workflow)
     progress = [
@@ -240,10 +244,10 @@ def test_a_workflow_id_that_names_no_channel_is_refused_when_a_task_joins(n: Not
 
     for bad in ("two words", "x" * 300, "\ud800", "glob*"):
         with pytest.raises(InvalidEvent):
-            n.join_workflow("a-task", bad)
+            n.integration.join_workflow("a-task", bad)
     with pytest.raises(InvalidEvent):
-        n.join_workflow("a task", "wf")
-    n.join_workflow("a-task", "wf")  # and a good pair joins
+        n.integration.join_workflow("a task", "wf")
+    n.integration.join_workflow("a-task", "wf")  # and a good pair joins
     assert n.publish_progress("a-task", 10)
     assert n.flush(10)
     assert n.stats()["published"] == 1  # the member's event; its step goes with it, uncounted

@@ -106,7 +106,7 @@ class Canvases:
             step = declaration(workflow, branch=task_id, size=size, seal=1)
         else:
             return
-        default.get_notifier().publish_step(step)
+        default.get_notifier().integration.publish_step(step)
 
     def sealed(self, group_id: str, branches: int) -> None:
         """A group this process opened has all its messages out: ``branches`` of them."""
@@ -114,7 +114,7 @@ class Canvases:
             if group_id not in self._open:
                 return  # not a workflow's root group (a group inside a chain, say)
             self._open.discard(group_id)
-        default.get_notifier().publish_step(declaration(group_id, seal=branches))
+        default.get_notifier().integration.publish_step(declaration(group_id, seal=branches))
 
 
 def _sealing(base: type[GroupResult], canvases: Canvases) -> type[GroupResult]:

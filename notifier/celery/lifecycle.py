@@ -21,7 +21,7 @@ on the same channel (``publish_completed`` on its own id, say) gets none from he
 never publishes two for one task id (the main process sees both ``TimeLimitExceeded`` and the
 lost child it killed).
 
-A task that belongs to a workflow (``notifier/workflows/``) joins it for its run: each of these
+A task that belongs to a workflow (``notifier.workflows``) joins it for its run: each of these
 events, and every event the task's own code publishes on its channel meanwhile, is also a step
 of the workflow. The worker's main process joins it when the task is received, so that what it
 publishes for a lost child counts too.
@@ -43,11 +43,12 @@ from celery import signals
 
 from notifier import default
 from notifier.celery.canvas import HEADER
-from notifier.coalesce import remember
+from notifier.coalesce import RECENT_MAX
 from notifier.events import describe_error, truncate
 from notifier.eventtypes import RESULT_REPR_MAX, TRACEBACK_TAIL
 from notifier.exceptions import InvalidEvent
 from notifier.logs import get_logger
+from notifier.recent import Recent
 
 # channel_key(task_name, task_id, args, kwargs): the id whose channel gets the task's lifecycle
 # events, or None for no lifecycle events for this task.
@@ -71,7 +72,8 @@ class Lifecycle:
 
     def __init__(self, channel_key: ChannelKey | None = None) -> None:
         self.channel_key = channel_key
-        self._started: dict[str, float] = {}  # celery task id -> monotonic start of its run here
+        # celery task id -> monotonic start of its run here
+        self._started: Recent[str, float] = Recent(RECENT_MAX)
 
     def connect(self) -> None:
         for name in _SIGNALS:
@@ -104,10 +106,10 @@ class Lifecycle:
         **_: Any,
     ) -> None:
         key = self._key(sender, task_id, args, kwargs)
-        remember(self._started, task_id, time.monotonic())
+        self._started.remember(task_id, time.monotonic())
         # The run's own terminal event, if its code publishes one, must be remembered: _ended
         # asks for it at the end of the run.
-        default.get_notifier().track_endings()
+        default.get_notifier().integration.track_endings()
         self._join(getattr(getattr(sender, "request", None), HEADER, None), key)
         if key is not None:
             retries = getattr(getattr(sender, "request", None), "retries", 0) or 0
@@ -191,7 +193,7 @@ class Lifecycle:
     ) -> None:
         key = self._key(sender, task_id, args, kwargs)
         if key is not None:
-            default.get_notifier().leave_workflow(key)
+            default.get_notifier().integration.leave_workflow(key)
 
     # Helpers --------------------------------------------------------------------------------
 
@@ -203,7 +205,7 @@ class Lifecycle:
             return
         notifier = default.get_notifier()
         try:
-            notifier.join_workflow(key, workflow)
+            notifier.integration.join_workflow(key, workflow)
         except InvalidEvent as exc:  # a header no canvas of ours wrote: the task's events go on
             log = get_logger(notifier.config.logging.level)
             log.warning("workflow_id_invalid", task_id=key, error=str(exc))
@@ -226,7 +228,7 @@ class Lifecycle:
         since it started here, or by this process for this task at any time (the main process,
         which sees no prerun)."""
         since = self._started.pop(task_id, -math.inf)
-        return default.get_notifier().ended_since(key, since)
+        return default.get_notifier().integration.ended_since(key, since)
 
 
 def _guarded(receiver: Callable[..., None]) -> Callable[..., None]:

@@ -20,11 +20,11 @@ from typing import Any
 import redis
 
 from notifier.config import NotifierConfig
+from notifier.config.redaction import describe, url_secrets
 from notifier.consumer.clients import sync_client
 from notifier.events import check_task_id
 from notifier.exceptions import NotifierError
 from notifier.naming import naming_for
-from notifier.redaction import describe, url_secrets
 
 HEALTH_CHECK_INTERVAL = 5.0  # seconds of quiet before the connection is PINGed
 

@@ -32,8 +32,8 @@ from notifier.config.checks import (
     setting,
 )
 from notifier.config.checks import did_you_mean as did_you_mean  # public: see above
+from notifier.config.redaction import redact_url
 from notifier.exceptions import ConfigError
-from notifier.redaction import redact_url
 
 ENV_CONFIG = "NOTIFIER_CONFIG"
 ENV_REDIS_URL = "NOTIFIER_REDIS_URL"

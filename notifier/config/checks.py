@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from notifier.config import urls
+from notifier.config.redaction import redact_url
 from notifier.exceptions import ConfigError
-from notifier.redaction import redact_url
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from redis.asyncio.connection import ConnectionPool
 
-from notifier.redaction import redact_url, scrub, url_secrets
+from notifier.config.redaction import redact_url, scrub, url_secrets
 
 SENTINEL = "redis+sentinel"
 CLUSTER = "redis+cluster"

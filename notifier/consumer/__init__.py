@@ -22,7 +22,6 @@ yielded.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from dataclasses import replace
 from typing import Any
@@ -33,6 +32,7 @@ from redis.exceptions import ResponseError
 
 from notifier.config import NotifierConfig
 from notifier.config.loader import default_config
+from notifier.config.redaction import describe, url_secrets
 from notifier.consumer.clients import async_client
 from notifier.consumer.connections import MESSAGES, Connections, entries_of
 from notifier.events import check_task_id
@@ -40,7 +40,7 @@ from notifier.eventtypes import TERMINAL_TYPES
 from notifier.link import TRANSPORT_ERRORS
 from notifier.logs import Logger, get_logger
 from notifier.naming import naming_for
-from notifier.redaction import describe, url_secrets
+from notifier.recent import Recent
 from notifier.workflows import ids as workflows
 
 Event = dict[str, Any]
@@ -65,7 +65,7 @@ def subscribe(
     channel may be quiet before the stream is read again and the connection is PINGed; a
     connection that stays silent for two intervals is replaced. Raises InvalidEvent here, at the
     call, for a malformed task id. ``workflow``: ``task_id`` is a workflow id, and the events
-    are its workflow's (``notifier/workflows/``).
+    are its workflow's (``notifier.workflows``).
     """
     task_id = _channel_id(task_id, workflow)
     if not check_interval > 0:
@@ -142,8 +142,7 @@ class _Reader:
         self._secrets = url_secrets(config.redis.url)
         # Event ids already yielded. A re-read returns only what the stream still holds, at most
         # the publishers' maxlen entries, so a bound with room to spare keeps out every repeat.
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._seen_max = max(2 * config.history.maxlen, 1024)
+        self._seen: Recent[str, None] = Recent(max(2 * config.history.maxlen, 1024))
         self._last_entry: bytes | None = None  # stream id of the last entry read, if any
         self._connections: Connections | None = None
         self._started = False  # a pair has worked before: later ones resume, never skip
@@ -226,9 +225,7 @@ class _Reader:
             event_id = event["event_id"]
             if event_id in self._seen:
                 continue
-            self._seen[event_id] = None
-            if len(self._seen) > self._seen_max:
-                self._seen.popitem(last=False)
+            self._seen.remember(event_id, None)
             fresh.append(event)
         return fresh
 

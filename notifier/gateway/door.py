@@ -46,6 +46,7 @@ from starlette.requests import HTTPConnection
 
 from notifier.config import GatewayConfig
 from notifier.gateway.entries import parse_stream_id
+from notifier.recent import Recent
 
 MAX_TOKEN = 4096  # characters: a task's JWT is about 200
 MAX_RESUME_ID = 64  # characters: a stream id is at most 41 ("<20 digits>-<20 digits>")
@@ -94,7 +95,7 @@ class FrontDoor:
         self._any_origin = "*" in self._origins
         self.open_streams = 0
         self._by_client: Counter[str] = Counter()
-        self._told: dict[tuple[str, str], None] = {}  # refusals logged, oldest first
+        self._told: Recent[tuple[str, str], None] = Recent(REFUSALS_REMEMBERED)  # logged
 
     # Who, from where --------------------------------------------------------------------------
 
@@ -158,9 +159,7 @@ class FrontDoor:
         told = (client, reason)
         if told in self._told:
             return False
-        self._told[told] = None
-        if len(self._told) > REFUSALS_REMEMBERED:
-            del self._told[next(iter(self._told))]
+        self._told.remember(told, None)
         return True
 
     # Open streams -----------------------------------------------------------------------------

@@ -18,13 +18,13 @@ Everything here runs in the gateway's own event loop.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from typing import Protocol
 
 from notifier.gateway.entries import Entry, Refused, decode_event, make_entry
 from notifier.gateway.history import History
 from notifier.gateway.subscriber import Subscriber
 from notifier.naming import Naming
+from notifier.recent import Recent
 
 RECENT_IDS = 1024  # event ids a feed remembers, to tell a message it already handed on
 
@@ -71,7 +71,7 @@ class Feed:
         self._live: list[bytes] = []
         self._reading: asyncio.Task[None] | None = None
         self._again = False
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._recent: Recent[str, None] = Recent(RECENT_IDS)
 
     def wake(self, payload: bytes | None = None) -> None:
         """A message came (or the hub asks for a check): read the stream after last_id."""
@@ -125,7 +125,5 @@ class Feed:
             self.owner.entry_refused(self.task_id, raw_id, entry.reason)
             return
         if event_id is not None:
-            self._recent[event_id] = None
-            if len(self._recent) > RECENT_IDS:
-                self._recent.popitem(last=False)
+            self._recent.remember(event_id, None)
         new.append(entry)

@@ -35,6 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from notifier.aio import cancel_and_wait
 from notifier.config import NotifierConfig
+from notifier.config.redaction import describe, url_secrets
 from notifier.config.urls import parse
 from notifier.gateway.feeds import Feed
 from notifier.gateway.history import History
@@ -42,7 +43,7 @@ from notifier.gateway.shards import Node, Shard
 from notifier.gateway.subscriber import Subscriber
 from notifier.logs import Logger
 from notifier.naming import naming_for
-from notifier.redaction import describe, url_secrets
+from notifier.recent import Recent
 
 CHECK_INTERVAL = 5.0  # a quiet feed reads its stream this often anyway: a lost message is late
 REFUSED_KEPT = 1024  # refused stream entries remembered, so that each is logged once
@@ -67,7 +68,7 @@ class Hub:
         self._closed = False
         self.history = History(config)
         self.entries_refused = 0  # stored entries and messages not framed (entries.Refused)
-        self._refused: dict[tuple[str, bytes], None] = {}  # the last REFUSED_KEPT, oldest first
+        self._refused: Recent[tuple[str, bytes], None] = Recent(REFUSED_KEPT)
 
     # Subscribers -----------------------------------------------------------------------------
 
@@ -273,9 +274,7 @@ class Hub:
             key = (task_id, raw_id)
             if key in self._refused:
                 return  # logged already: another client's backlog holds it too
-            self._refused[key] = None
-            if len(self._refused) > REFUSED_KEPT:
-                del self._refused[next(iter(self._refused))]
+            self._refused.remember(key, None)
         self.entries_refused += 1
         self.log.warning(
             "gateway_entry_refused",

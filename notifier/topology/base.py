@@ -7,8 +7,8 @@ settled (published, or refused by Redis for good) or to be sent again, which the
 after a backoff. So delivery stays at least once whatever the topology, and the ledger's
 accounting is the sender's alone.
 
-``Links`` keeps what every router reports the same way: connected or not, reconnects, the last
-error and its log lines. Used on the notifier thread only.
+``ConnectionState`` keeps what every router reports the same way: connected or not, reconnects,
+the last error and its log lines. Used on the notifier thread only.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from notifier.batch import Event, Packer
+from notifier.batch import Outgoing, Packer
 from notifier.config import NotifierConfig
+from notifier.config.redaction import describe, url_secrets
 from notifier.ledger import Ledger
 from notifier.link import TRANSPORT_ERRORS, Link
 from notifier.logs import Logger
-from notifier.redaction import describe, url_secrets
 
 
 class LinkFailed(Exception):
@@ -38,11 +38,11 @@ class Attempt:
     """How one send went: ``settled`` events with whether Redis refused them for good, and the
     events to send again (their connection broke, timed out, or the topology moved)."""
 
-    settled: list[tuple[Event, bool]] = field(default_factory=list)
-    retry: list[Event] = field(default_factory=list)
+    settled: list[tuple[Outgoing, bool]] = field(default_factory=list)
+    retry: list[Outgoing] = field(default_factory=list)
 
 
-class Links:
+class ConnectionState:
     """Connection state as the ledger, the health endpoint and the log show it."""
 
     def __init__(self, config: NotifierConfig, ledger: Ledger, log: Logger) -> None:
@@ -96,14 +96,14 @@ class Links:
 class Router(abc.ABC):
     """Sends batches to the right connections; one per notifier thread."""
 
-    def __init__(self, config: NotifierConfig, links: Links, packer: Packer) -> None:
+    def __init__(self, config: NotifierConfig, state: ConnectionState, packer: Packer) -> None:
         self.config = config
-        self.links = links
+        self.state = state
         self.packer = packer
-        self.log = links.log
+        self.log = state.log
 
     @abc.abstractmethod
-    async def send(self, batch: Sequence[Event]) -> Attempt:
+    async def send(self, batch: Sequence[Outgoing]) -> Attempt:
         """Send the batch once; never raises for transport reasons."""
 
     @abc.abstractmethod
@@ -128,11 +128,11 @@ class Router(abc.ABC):
             async with asyncio.timeout(timeout):
                 return await Link.open(url, timeout)
         except TimeoutError:
-            self.links.connect_failed(f"connect timed out after {timeout}s")
+            self.state.connect_failed(f"connect timed out after {timeout}s")
         except Exception as exc:  # noqa: BLE001 - anything that stops a connect is a failed one
             # Transport errors, and what stops a connection from even being tried (an option
             # redis-py refuses): retried with backoff; the notifier thread must never die of it.
-            self.links.connect_failed(self.links.describe(exc))
+            self.state.connect_failed(self.state.describe(exc))
         return None
 
     async def execute(self, link: Link, commands: bytes, replies: int, events: int) -> list[object]:
@@ -148,12 +148,12 @@ class Router(abc.ABC):
                 self.log.warning("notification_publish_timeout", events=events, timeout=timeout)
             raise LinkFailed("publish timed out" if events else "PING timed out") from None
         except TRANSPORT_ERRORS as exc:
-            error = self.links.describe(exc)
+            error = self.state.describe(exc)
             if events:
                 self.log.warning("notification_publish_failed", events=events, error=error)
             raise LinkFailed(error) from None
 
-    def settle(self, batch: Sequence[Event], replies: Sequence[object]) -> Attempt:
+    def settle(self, batch: Sequence[Outgoing], replies: Sequence[object]) -> Attempt:
         """An Attempt with every event settled by its replies; failed commands are logged.
         History writes that failed do not make the live event undelivered. A workflow step
         whose script the node did not have is sent again (with the script)."""
@@ -163,7 +163,7 @@ class Router(abc.ABC):
             ("notification_history_failed", outcome.history_errors),
         ):
             if errors:
-                self.log.error(name, commands=len(errors), error=self.links.describe(errors[0]))
+                self.log.error(name, commands=len(errors), error=self.state.describe(errors[0]))
         if outcome.again is None:
             return Attempt(settled=list(zip(batch, outcome.failed, strict=True)))
         attempt = Attempt()

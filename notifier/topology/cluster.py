@@ -29,12 +29,12 @@ from typing import Any
 
 from redis.crc import key_slot
 
-from notifier.batch import Event, Packer
+from notifier.batch import Outgoing, Packer
 from notifier.config import NotifierConfig
 from notifier.config.urls import Topology
 from notifier.link import Link, ReplyError, command
 from notifier.naming import Naming
-from notifier.topology.base import Attempt, LinkFailed, Links, Router, discard
+from notifier.topology.base import Attempt, ConnectionState, LinkFailed, Router, discard
 from notifier.topology.replicas import Replicas, acked
 
 SLOTS = 16384
@@ -44,9 +44,9 @@ Node = tuple[str, int]
 
 class ClusterRouter(Router):
     def __init__(
-        self, config: NotifierConfig, links: Links, packer: Packer, topology: Topology
+        self, config: NotifierConfig, state: ConnectionState, packer: Packer, topology: Topology
     ) -> None:
-        super().__init__(config, links, packer)
+        super().__init__(config, state, packer)
         self.topology = topology
         self.naming: Naming = packer.naming
         self._owner: list[Node | None] = []  # slot -> master; empty until the map is read
@@ -57,10 +57,10 @@ class ClusterRouter(Router):
         self.refreshes = 0  # slot map reads after a move, a failover or a lost node
         self._publish()
 
-    async def send(self, batch: Sequence[Event]) -> Attempt:
+    async def send(self, batch: Sequence[Outgoing]) -> Attempt:
         if self._stale and not await self._refresh():
             return Attempt(retry=list(batch))
-        groups: dict[Node, list[Event]] = defaultdict(list)
+        groups: dict[Node, list[Outgoing]] = defaultdict(list)
         for event in batch:
             node = self._owner[key_slot(self.naming.key(event[0]).encode())]
             if node is None:
@@ -77,7 +77,7 @@ class ClusterRouter(Router):
         self._publish()
         return attempt
 
-    async def _send_to(self, node: Node, events: list[Event]) -> Attempt:
+    async def _send_to(self, node: Node, events: list[Outgoing]) -> Attempt:
         link = self._links.get(node) or await self._connect(node)
         if link is None:
             self._stale = True
@@ -126,7 +126,7 @@ class ClusterRouter(Router):
             (reply,) = await self.execute(link, replicas.wait, 1, 0)
         return True
 
-    def _redirected(self, events: Sequence[Event], replies: Sequence[object]) -> set[int]:
+    def _redirected(self, events: Sequence[Outgoing], replies: Sequence[object]) -> set[int]:
         """The events one of whose commands was redirected (the slot is elsewhere, or moving),
         their task's EXPIRE included: the pack has one per task, in order of first appearance."""
         tasks = self.packer.expired(events)
@@ -151,7 +151,7 @@ class ClusterRouter(Router):
 
     async def close(self) -> None:
         links, self._links = self._links, {}
-        self.links.ledger.connected = False
+        self.state.ledger.connected = False
         for link in links.values():
             await discard(link)
 
@@ -197,7 +197,7 @@ class ClusterRouter(Router):
             await self._forget_former_masters()
             self._publish()
             return True
-        self.links.connect_failed("no cluster node answered CLUSTER SLOTS")
+        self.state.connect_failed("no cluster node answered CLUSTER SLOTS")
         return False
 
     async def _connect(self, node: Node) -> Link | None:
@@ -210,7 +210,7 @@ class ClusterRouter(Router):
         )
         masters = {n for n in self._owner if n is not None}
         if masters <= set(self._links):
-            self.links.connected(masters=len(masters))
+            self.state.connected(masters=len(masters))
         self._publish()
         return link
 
@@ -218,7 +218,7 @@ class ClusterRouter(Router):
         link = self._links.pop(node, None)
         await discard(link)
         self._stale = True
-        self.links.lost(f"{node[0]}:{node[1]}: {error}", still_connected=bool(self._links))
+        self.state.lost(f"{node[0]}:{node[1]}: {error}", still_connected=bool(self._links))
         self._publish()
 
     async def _forget_former_masters(self) -> None:
@@ -229,7 +229,7 @@ class ClusterRouter(Router):
                 await discard(self._links.pop(node))
 
     def _publish(self) -> None:
-        self.links.ledger.topology = self.status()
+        self.state.ledger.topology = self.status()
 
 
 def _slot_owners(slots: object) -> list[Node | None] | None:

@@ -8,19 +8,19 @@ from notifier.config.urls import parse
 from notifier.ledger import Ledger
 from notifier.logs import Logger
 from notifier.naming import naming_for
-from notifier.topology.base import Links, Router
+from notifier.topology.base import ConnectionState, Router
 from notifier.topology.single import SingleRouter
 
 
 def make_router(config: NotifierConfig, ledger: Ledger, log: Logger) -> Router:
     topology = parse(config.redis.url)
-    links, packer = Links(config, ledger, log), Packer(config, naming_for(config))
+    state, packer = ConnectionState(config, ledger, log), Packer(config, naming_for(config))
     if topology.kind == "sentinel":
         from notifier.topology.sentinel import SentinelRouter
 
-        return SentinelRouter(config, links, packer, topology)
+        return SentinelRouter(config, state, packer, topology)
     if topology.kind == "cluster":
         from notifier.topology.cluster import ClusterRouter
 
-        return ClusterRouter(config, links, packer, topology)
-    return SingleRouter(config, links, packer)
+        return ClusterRouter(config, state, packer, topology)
+    return SingleRouter(config, state, packer)

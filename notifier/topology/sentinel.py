@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from notifier.aio import cancel_and_wait
-from notifier.batch import Event, Packer
+from notifier.batch import Outgoing, Packer
 from notifier.config import NotifierConfig
 from notifier.config.urls import Topology
 from notifier.link import TRANSPORT_ERRORS, Link, ReplyError, command
-from notifier.topology.base import Attempt, LinkFailed, Links, Router, discard
+from notifier.topology.base import Attempt, ConnectionState, LinkFailed, Router, discard
 from notifier.topology.replicas import Replicas, acked
 
 WATCH_RETRY = 1.0  # seconds between the watcher's attempts to reach a sentinel
@@ -32,9 +32,9 @@ WATCH_RETRY = 1.0  # seconds between the watcher's attempts to reach a sentinel
 
 class SentinelRouter(Router):
     def __init__(
-        self, config: NotifierConfig, links: Links, packer: Packer, topology: Topology
+        self, config: NotifierConfig, state: ConnectionState, packer: Packer, topology: Topology
     ) -> None:
-        super().__init__(config, links, packer)
+        super().__init__(config, state, packer)
         self.topology = topology
         self.failovers = 0
         self._link: Link | None = None
@@ -45,7 +45,7 @@ class SentinelRouter(Router):
         self._replicas: Replicas | None = None  # of the master we hold
         self._publish()
 
-    async def send(self, batch: Sequence[Event]) -> Attempt:
+    async def send(self, batch: Sequence[Outgoing]) -> Attempt:
         switched, self._switched_to = self._switched_to, None
         if switched is not None and switched != self._master and self._link is not None:
             await self._drop("Sentinel switched the master (+switch-master)")
@@ -103,7 +103,7 @@ class SentinelRouter(Router):
         watcher, self._watcher = self._watcher, None
         await cancel_and_wait(watcher)
         link, self._link = self._link, None
-        self.links.ledger.connected = False
+        self.state.ledger.connected = False
         await discard(link)
 
     def _where(self) -> str | None:
@@ -125,7 +125,7 @@ class SentinelRouter(Router):
         self._start_watcher()
         named = await self._discover()
         if named is None:
-            self.links.connect_failed(f"no sentinel named a master for {self.topology.service!r}")
+            self.state.connect_failed(f"no sentinel named a master for {self.topology.service!r}")
             return None
         link = await self.open_link(self.topology.node_url(*named))
         if link is None:
@@ -134,11 +134,11 @@ class SentinelRouter(Router):
             (role,) = await self.execute(link, command(b"ROLE"), 1, 0)
         except LinkFailed as exc:
             await discard(link)
-            self.links.connect_failed(str(exc))
+            self.state.connect_failed(str(exc))
             return None
         if not _is_master(role):
             await discard(link)
-            self.links.connect_failed(f"{named[0]}:{named[1]} is not a master (ROLE)")
+            self.state.connect_failed(f"{named[0]}:{named[1]} is not a master (ROLE)")
             return None
         if self._master is not None and named != self._master:
             self.failovers += 1
@@ -151,7 +151,7 @@ class SentinelRouter(Router):
         self._link, self._master = link, named
         self._replicas = Replicas(self._where() or "", self.config.redis.replica_timeout, self.log)
         self._publish()
-        self.links.connected(master=f"{named[0]}:{named[1]}")
+        self.state.connected(master=f"{named[0]}:{named[1]}")
         return link
 
     async def _discover(self) -> tuple[str, int] | None:
@@ -163,11 +163,11 @@ class SentinelRouter(Router):
         counts as disconnected only when no sentinel names a master it can reach."""
         link, self._link = self._link, None
         await discard(link)
-        self.links.lost(error, still_connected=True)
+        self.state.lost(error, still_connected=True)
         await self._connect()
 
     def _publish(self) -> None:
-        self.links.ledger.topology = self.status()
+        self.state.ledger.topology = self.status()
 
     # The +switch-master watcher --------------------------------------------------------------
 

@@ -5,20 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from notifier.batch import Event, Packer
+from notifier.batch import Outgoing, Packer
 from notifier.config import NotifierConfig
+from notifier.config.redaction import redact_url
 from notifier.link import PING, Link
-from notifier.redaction import redact_url
-from notifier.topology.base import Attempt, LinkFailed, Links, Router, discard
+from notifier.topology.base import Attempt, ConnectionState, LinkFailed, Router, discard
 
 
 class SingleRouter(Router):
-    def __init__(self, config: NotifierConfig, links: Links, packer: Packer) -> None:
-        super().__init__(config, links, packer)
+    def __init__(self, config: NotifierConfig, state: ConnectionState, packer: Packer) -> None:
+        super().__init__(config, state, packer)
         self._link: Link | None = None
-        links.ledger.topology = self.status()
+        state.ledger.topology = self.status()
 
-    async def send(self, batch: Sequence[Event]) -> Attempt:
+    async def send(self, batch: Sequence[Outgoing]) -> Attempt:
         link = self._link or await self._connect()
         if link is None:
             return Attempt(retry=list(batch))
@@ -41,7 +41,7 @@ class SingleRouter(Router):
 
     async def close(self) -> None:
         link, self._link = self._link, None
-        self.links.ledger.connected = False
+        self.state.ledger.connected = False
         await discard(link)
 
     def status(self) -> dict[str, Any]:
@@ -51,9 +51,9 @@ class SingleRouter(Router):
         link = await self.open_link(self.config.redis.url)
         if link is not None:
             self._link = link
-            self.links.connected()
+            self.state.connected()
         return link
 
     async def _lost(self, error: str) -> None:
-        self.links.lost(error)
+        self.state.lost(error)
         await self.close()

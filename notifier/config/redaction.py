@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from urllib.parse import unquote, unquote_plus, urlsplit
 
 # Query options whose values are shown as written: none is a secret. The topology's flags, file
-# paths and user names (notifier/topology/urls.py; a user name shows in the userinfo too), and
+# paths and user names (notifier.config.urls; a user name shows in the userinfo too), and
 # redis-py's options that must parse as a number or a flag. Every other option's value is
 # masked: a password, a token, or the value of a key misspelled or unknown, which may be either.
 SHOWN_OPTIONS = frozenset(

@@ -185,7 +185,7 @@ def test_connection_events_are_logged_once_per_outage(
     with capture_logs() as logs:
         n.publish_progress("t", 1)
         wait_until(
-            lambda: n._sender is not None and n._sender.router.links._failed_connects >= 5, 5
+            lambda: n._sender is not None and n._sender.router.state._failed_connects >= 5, 5
         )
         n.close(timeout=0)
     warnings = [e for e in logs if e["event"] == "notifier_connect_failed"]
