@@ -79,8 +79,8 @@ class Coalescer:
         if self.tracking:
             self._ended.remember(task_id, now)
 
-    def close(self, task_id: str, slot: Slot) -> bytes | Member | Step:
-        """The notifier thread sends (or evicts) this slot: no more replacements go into it."""
+    def take(self, task_id: str, slot: Slot) -> bytes | Member | Step:
+        """The slot's payload, taken to be sent (or evicted): no more replacements go into it."""
         if self._open.get(task_id) is slot:
             del self._open[task_id]
         return slot.payload

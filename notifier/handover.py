@@ -106,5 +106,5 @@ class Handover:
         """Make room for one event by dropping the oldest waiting one. Called with ledger.lock."""
         task_id, data = outbox.evict()  # Full: it holds maxsize events, at least one
         if isinstance(data, Slot):
-            self._coalescer.close(task_id, data)  # no later progress may go into it
+            self._coalescer.take(task_id, data)  # no later progress may go into it
         return self._ledger.lose(EVICTED)

@@ -174,7 +174,7 @@ class Sender:
             # anything taken now, so they go first.
             with lock:
                 for task_id, slot in gate.urgent():
-                    self._close(task_id, slot, now, batch)
+                    self._send_slot(task_id, slot, now, batch)
         for task_id, data in taken:
             if not isinstance(data, Slot):
                 _add(batch, task_id, data)
@@ -184,17 +184,17 @@ class Sender:
                 if due > now and not drain and not data.urgent:
                     gate.hold(task_id, data, due)
                 else:
-                    self._close(task_id, data, now, batch)
+                    self._send_slot(task_id, data, now, batch)
         ready = gate.release() if drain else gate.ready(now)
         if ready:
             with lock:
                 for task_id, slot in ready:
-                    self._close(task_id, slot, now, batch)
+                    self._send_slot(task_id, slot, now, batch)
         return batch
 
-    def _close(self, task_id: str, slot: Slot, now: float, batch: list[Outgoing]) -> None:
+    def _send_slot(self, task_id: str, slot: Slot, now: float, batch: list[Outgoing]) -> None:
         """Send this slot's latest progress: into ``batch``. Called with the ledger's lock."""
-        _add(batch, task_id, self.coalescer.close(task_id, slot))
+        _add(batch, task_id, self.coalescer.take(task_id, slot))
         if self._gate is not None:
             self._gate.sent(task_id, now)
 
