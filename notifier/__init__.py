@@ -21,6 +21,10 @@ from notifier.default import (
 from notifier.exceptions import ConfigError, InvalidEvent, NotifierError
 from notifier.publisher import Notifier
 
+# The one place the version is written: the package metadata (pyproject.toml reads it at build
+# time) and `notifier --version` both come from here.
+__version__ = "0.1.0"
+
 __all__ = [
     "ConfigError",
     "InvalidEvent",

@@ -1,7 +1,25 @@
 """The application's own tables of config.toml: ``[database]`` and ``[celery]``.
 
 They live in the same file as the notifier's tables and are checked the same way: an unknown key
-or a wrong type raises ConfigError naming the file and the dotted key.
+or a wrong type raises ConfigError naming the file and the dotted key. The repository's
+config.toml is the notifier's own (what ``notifier init`` writes) and sets neither, so every key
+below has its default; a file that sets them declares them first (``app_tables = ["database",
+"celery"]`` before its first table), so that ``notifier check-config`` accepts it too::
+
+    [database]
+    # The task-status store (SQLAlchemy URL); $TASKS_DATABASE_URL overrides it. A relative
+    # sqlite:/// path is relative to the config file. `make demo` uses a temporary SQLite file
+    # unless this key (or the variable) is set.
+    url = "postgresql+psycopg://user@host:5432/dbname"
+
+    [celery]
+    # Broker and result backend; both default to redis.url (or $NOTIFIER_REDIS_URL).
+    broker_url = "redis://127.0.0.1:6379/0"
+    result_backend = "redis://127.0.0.1:6379/0"
+    # notifier.celery.install(..., flush_on_task_end=): each task waits, when it ends, for its
+    # own notifications to reach a Redis believed reachable, so that a worker child killed
+    # later loses none of them (default true).
+    flush_on_task_end = true
 """
 
 from __future__ import annotations

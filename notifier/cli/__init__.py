@@ -1,5 +1,5 @@
-"""The ``notifier`` command line: check a configuration, query the health endpoint, listen to
-events, publish one, serve the gateway. Reading the health endpoint's answer is
+"""The ``notifier`` command line: write or check a configuration, query the health endpoint,
+listen to events, publish one, serve the gateway. Reading the health endpoint's answer is
 ``health_check``'s.
 
 Errors are one line on stderr with exit status 1, never a traceback; usage errors exit with 2,
@@ -20,9 +20,11 @@ from typing import Any
 
 import structlog
 
+from notifier import __version__
 from notifier import schema as schemas
 from notifier.cli.health_check import default_health_url, fetch_report, health_url, summary
 from notifier.cli.listen import Listener
+from notifier.config import DEFAULT_PATH, default_toml
 from notifier.config.loader import load_config
 from notifier.exceptions import NotifierError
 from notifier.publisher import Notifier
@@ -51,6 +53,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Commands ---------------------------------------------------------------------------------
+
+
+def init(args: argparse.Namespace) -> int:
+    """Write the commented config file; an existing file is left alone unless --force."""
+    try:
+        # "x" fails if the file exists, in the same system call that would create it.
+        with open(args.path, "w" if args.force else "x", encoding="utf-8") as fh:
+            fh.write(default_toml())
+    except FileExistsError:
+        raise NotifierError(f"{args.path} already exists (--force overwrites it)") from None
+    except OSError as exc:
+        raise NotifierError(f"{args.path}: cannot be written: {exc.strerror or exc}") from None
+    print(f"wrote {args.path}")
+    return 0
 
 
 def check_config(args: argparse.Namespace) -> int:
@@ -87,7 +103,7 @@ def gateway(args: argparse.Namespace) -> int:
         from notifier.gateway.server import serve  # the gateway extra: Starlette, uvicorn, PyJWT
     except ImportError as exc:
         raise NotifierError(
-            f"the gateway needs the gateway extra (pip install 'notifier[gateway]'): {exc}"
+            f"the gateway needs the gateway extra (pip install 'celery-notifier[gateway]'): {exc}"
         ) from None
     host = config.gateway.host if args.host is None else args.host
     port = config.gateway.port if args.port is None else args.port
@@ -198,6 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="notifier", description="Task notifications over Redis pub/sub: operator tools."
     )
+    parser.add_argument("--version", action="version", version=f"notifier {__version__}")
     # Accepted before or after the command; SUPPRESS keeps a subcommand from resetting it.
     common = argparse.ArgumentParser(add_help=False)
     for p, default in ((parser, None), (common, argparse.SUPPRESS)):
@@ -220,6 +237,12 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=doc, description=doc)
         sub.set_defaults(run=run)
         return sub
+
+    start = command("init", init, "Write a commented config file, every key at its default.")
+    start.add_argument(
+        "path", nargs="?", default=DEFAULT_PATH, help=f"the file (default: ./{DEFAULT_PATH})"
+    )
+    start.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     check = command("check-config", check_config, "Validate a config file; exit 1 if invalid.")
     check.add_argument("path", nargs="?", help="the file (default: --config, or the lookup)")

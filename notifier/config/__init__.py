@@ -11,6 +11,7 @@ import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from typing import Any, ClassVar, Literal
 
 from notifier.config.checks import (
@@ -41,6 +42,8 @@ ENV_GATEWAY_SECRET = "NOTIFIER_GATEWAY_SECRET"
 DEFAULT_PATH = "config.toml"
 # The top-level key a file declares its application's own tables with.
 APP_TABLES_KEY = "app_tables"
+# Package data beside this module: the commented file of every table and key with its default.
+DEFAULT_TOML = "default.toml"
 
 Overflow = Literal["drop_newest", "drop_oldest"]
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -247,3 +250,9 @@ class NotifierConfig:
             except ConfigError as exc:
                 raise ConfigError(f"{ENV_GATEWAY_SECRET}: {exc.reason}", key=exc.key) from None
         return config
+
+
+def default_toml() -> str:
+    """The commented config file that ``notifier init`` writes (the repository's config.toml is
+    the same text): every table and key of the notifier's, each set to its default."""
+    return resources.files(__name__).joinpath(DEFAULT_TOML).read_text(encoding="utf-8")
