@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo demo-runs gateway soak bench bench-gateway bench-compare bench-instructions bench-workflows bench-topologies bench-gevent clean
+.PHONY: install test lint check-js demo demo-runs gateway soak bench bench-gateway bench-compare bench-instructions bench-workflows bench-topologies bench-gevent clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is needed (set PYTHON=...)"; exit 1; }
@@ -32,6 +32,16 @@ test: lint
 
 demo: $(STAMP)
 	$(BIN)/python -m tasks.demo
+
+# The browser client's types (clients/js/index.d.ts), compiled in strict mode with a typed usage
+# file that also holds mistakes they must refuse. TypeScript comes from the npm registry, at the
+# version clients/js/package-lock.json pins, into clients/js/node_modules.
+JS := clients/js
+$(JS)/node_modules/.package-lock.json: $(JS)/package-lock.json
+	npm ci --prefix $(JS) --prefer-offline --no-audit --no-fund --loglevel=error
+
+check-js: $(JS)/node_modules/.package-lock.json
+	$(JS)/node_modules/.bin/tsc -p $(JS)/check --strict --noEmit
 
 # Not in CI: the demo DEMO_RUNS times with PYTHONUNBUFFERED=1 and as many times without; the
 # pass count per mode.
@@ -103,4 +113,4 @@ soak: $(STAMP)
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info $(JS)/node_modules

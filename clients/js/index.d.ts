@@ -1,4 +1,4 @@
-// Types for notifier-client (index.js): a task's or a workflow's events from notifier's gateway.
+// Types for celery-notifier (index.js): a task's or a workflow's events from notifier's gateway.
 
 /** One event of a task, as published (notifier/schema/task-event.json). */
 export interface TaskEvent {
