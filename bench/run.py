@@ -35,7 +35,7 @@ from notifier.config import QueueConfig, RedisConfig
 from notifier.testing import RedisServer, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from faultproxy import FaultProxy  # noqa: E402  (a test helper: the same proxy the tests use)
+from support.faultproxy import FaultProxy  # noqa: E402  (the proxy the tests use)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FLOOR = next(name for name in ALTERNATIVES if name.startswith("floor"))

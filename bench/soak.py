@@ -48,7 +48,7 @@ from notifier.config import QueueConfig, RedisConfig
 from notifier.testing import RedisServer, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from faultproxy import FaultProxy  # noqa: E402  (a test helper: the same proxy the tests use)
+from support.faultproxy import FaultProxy  # noqa: E402  (the proxy the tests use)
 
 PATTERN = b"task:soak-*"
 TASKS = 100  # events are spread over this many task ids (channels)

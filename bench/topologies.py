@@ -41,7 +41,7 @@ from notifier.config import HistoryConfig, QueueConfig, RedisConfig
 from notifier.testing import RedisServer, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from topologies import SERVICE, ClusterSet, SentinelSet  # noqa: E402  (the tests' topologies)
+from support.topologies import SERVICE, ClusterSet, SentinelSet  # noqa: E402  (tests' own)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HISTORY = HistoryConfig(enabled=True, maxlen=1_000_000, ttl_seconds=3600)

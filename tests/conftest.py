@@ -7,11 +7,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from faultproxy import FaultProxy
-from helpers import make_config
 
 from notifier import Notifier
 from notifier.testing import ENV_PORTS, EventCollector, RedisServer
+
+from support.faultproxy import FaultProxy
+from support.helpers import make_config
 
 # Port ranges for parallel runs (make test runs pytest-xdist workers): worker i of n draws its
 # ports from a share of its own in 10000-19999, below the kernel's ephemeral range, so
@@ -136,7 +137,7 @@ TEST_PASSWORDS = (
     "Sup3r-s3cret-pw",
     "pw-Zq8",
     "limited-pw",
-    "test-gateway-secret-0123456789abcdef",  # tests/gateway_helpers.py's gateway secret
+    "test-gateway-secret-0123456789abcdef",  # tests/support/gateway.py's gateway secret
 )
 _leaks: list[str] = []
 

@@ -1,5 +1,5 @@
 """``python -m notifier.schema``: write each schema's file from its definitions (after a change
-to ``notifier.events`` or ``notifier.eventtypes``; tests/test_schema.py says when)."""
+to ``notifier.events`` or ``notifier.eventtypes``; tests/core/test_schema.py says when)."""
 
 from notifier.schema import SCHEMAS, path, text
 
