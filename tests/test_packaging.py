@@ -31,7 +31,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
         capture_output=True,
         timeout=240,
     )
-    (built,) = out.glob("notifier-*.whl")
+    (built,) = out.glob("celery_notifier-*.whl")  # the distribution is celery-notifier
     return zipfile.ZipFile(built)
 
 
