@@ -114,8 +114,8 @@ def test_a_circle_added_by_hand_is_found(tmp_path: Path) -> None:
 
 
 # Layers: each module's rank; an import may go to its own rank or below, never above. The
-# README's layout tables in code: support at the bottom, the public face at the top, the optional
-# packages between them, each above all of the core.
+# layout tables of docs/internals/architecture.md in code: support at the bottom, the public face
+# at the top, the optional packages between them, each above all of the core.
 LAYERS = (
     ("notifier.exceptions", "notifier.aio", "notifier.native", "notifier.recent"),
     ("notifier.config.redaction",),
@@ -175,7 +175,7 @@ def precise_graph(root: Path, packages: tuple[str, ...]) -> Graph:
 
 
 def test_every_module_of_notifier_has_a_layer() -> None:
-    """A new module is placed in LAYERS (and so in the README's tables) before it lands."""
+    """A new module is placed in LAYERS (and in the architecture page's tables) before it lands."""
     unplaced = [m for m in modules(ROOT, ("notifier",)) if m != FACE and rank_of(m) is None]
     assert [] == unplaced
 

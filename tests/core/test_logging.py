@@ -113,10 +113,10 @@ def test_processes_sharing_a_pipe_never_run_their_lines_together(unbuffered: boo
     assert lines * writers == len(received)
 
 
-def readme_recipe() -> str:
-    """The structlog recipe of the README's "In your own Celery app" section, as written there."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("### In your own Celery app") :]
+def logging_page_recipe() -> str:
+    """The structlog recipe of the logging page's "In your own Celery app", as written there."""
+    text = (ROOT / "docs" / "logging.md").read_text()
+    section = text[text.index("## In your own Celery app") :]
     match = re.search(r"```python\n(.*?)```", section, re.S)
     assert match is not None
     return match.group(1)
@@ -140,14 +140,14 @@ def work(task_id: str) -> str:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("recipe", [True, False], ids=["readme-recipe", "structlog-defaults"])
+@pytest.mark.parametrize("recipe", [True, False], ids=["logging-page-recipe", "structlog-defaults"])
 def test_notifier_lines_show_at_their_own_level_in_a_users_prefork_worker(
     tmp_path: Path, recipe: bool
 ) -> None:
-    """With the README's recipe, a user's prefork worker prints the notifier's info lines as
+    """With the logging page's recipe, a user's prefork worker prints the notifier's info lines as
     INFO/ForkPoolWorker; with structlog's defaults, Celery shows them as WARNING."""
     module = tmp_path / "userapp.py"
-    setup = readme_recipe() if recipe else ""
+    setup = logging_page_recipe() if recipe else ""
     with RedisServer() as redis:
         module.write_text(setup + USER_APP.format(broker=redis.url))
         env = {

@@ -240,12 +240,13 @@ def test_old_pattern_fails_across_loops_and_notifier_path_does_not(
         notifier.shutdown()
 
 
-def test_readme_usage_example_runs_as_written(
+def test_quickstart_example_runs_as_written(
     redis_server: RedisServer, collector: EventCollector
 ) -> None:
-    """The first Python block of the README runs unchanged and delivers its four events."""
-    readme = (ROOT / "README.md").read_text()
-    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    """The first Python block of the quickstart page runs unchanged and delivers its four
+    events."""
+    page = (ROOT / "docs" / "quickstart.md").read_text()
+    example = page.split("```python\n", 1)[1].split("```", 1)[0]
     output = run_script(
         f"import os; os.chdir({str(ROOT)!r})\n{example}", ("NOTIFIER_REDIS_URL", redis_server.url)
     )

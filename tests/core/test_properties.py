@@ -1,8 +1,9 @@
 """Bad input, property-based: whatever callers pass, the notifier raises InvalidEvent or
 ConfigError at the call site, or sends exactly the JSON it promised; its thread never dies.
 
-Each property checks the library against an oracle written here from the README's rules, not
-from the library's code, and runs against a real redis-server with a real subscriber.
+Each property checks the library against an oracle written here from the rules of
+docs/guarantees.md, not from the library's code, and runs against a real redis-server with a real
+subscriber.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def rig(redis_server: RedisServer) -> Iterator[Rig]:
 
 
 class Refused(Exception):
-    """The README says this value cannot be sent; ``reason`` is a pattern of the message."""
+    """docs/guarantees.md says this value cannot be sent; ``reason`` is a pattern of the message."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -266,12 +267,12 @@ def test_publish_sends_the_exact_json_or_raises_invalid_event(
     try:
         accepted = rig.notifier.publish(task_id, "custom", data)
     except InvalidEvent as exc:
-        assert reason is not None, f"refused what the README allows: {exc}"
+        assert reason is not None, f"refused what docs/guarantees.md allows: {exc}"
         if reason != "either":
             assert re.search(re.escape(reason), str(exc)), str(exc)
     else:
         assert accepted is True
-        assert reason in (None, "either"), f"accepted what the README refuses ({reason})"
+        assert reason in (None, "either"), f"accepted what docs/guarantees.md refuses ({reason})"
         (message,) = rig.messages(task_id)
         assert same_json(expected, json.loads(message)["data"])
     rig.assert_alive()
@@ -373,7 +374,7 @@ def test_publish_failed_with_a_str_subclass_whose_methods_raise(rig: Rig) -> Non
 
 
 def task_id_allowed(task_id: str) -> bool:
-    """README: 1 to 256 characters, no whitespace, no control characters, none of * ? [ ]."""
+    """docs/guarantees.md: 1 to 256 characters, no whitespace or control characters, no * ? [ ]."""
     return (
         1 <= len(task_id) <= TASK_ID_MAX
         and not _has_surrogate(task_id)
@@ -410,7 +411,7 @@ task_ids = st.one_of(
 @example(task_id="x" * (TASK_ID_MAX + 1))
 @example(task_id="задача-7")
 def test_task_id_rule_is_the_same_for_every_helper(rig: Rig, task_id: str) -> None:
-    """Each of the eight publish functions accepts exactly the ids the README allows, and an
+    """Each of the eight publish functions accepts exactly the ids docs/guarantees.md allows, and an
     accepted id names the channel as given; a refused one raises, but from publish_failed,
     which returns False."""
     allowed = task_id_allowed(task_id)
@@ -442,8 +443,8 @@ def test_task_ids_with_c1_control_characters_are_refused(rig: Rig, task_id: str)
 
 @dataclass(frozen=True)
 class Key:
-    """What the README and config.toml say a key accepts; ``partner`` is the key a cross-key
-    rule may name instead (``batch_size`` against ``maxsize``, and so on)."""
+    """What docs/configuration.md and config.toml say a key accepts; ``partner`` is the key a
+    cross-key rule may name instead (``batch_size`` against ``maxsize``, and so on)."""
 
     ok: Callable[[Any], bool]
     partner: str | None = None

@@ -3,7 +3,8 @@
 Each test injects one fault for a bounded time through a FaultProxy between the notifier and a
 real redis-server (or by killing the server, forking, or recycling Celery children), while
 subscribers connect to Redis directly so that delivery is counted exactly. The figures each test
-measures are printed as ``FIGURES`` lines (``pytest -s``) and tabled in docs/RELIABILITY.md.
+measures are printed as ``FIGURES`` lines (``pytest -s``) and tabled in
+docs/internals/reliability.md.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from support.helpers import assert_invariant, make_config
 # round trip for seconds (a silent link past a publish_timeout of BLACKHOLE_TIMEOUT), no call
 # takes NEVER_WAITS (fault_helpers.py says why that bound). The tight figures (worst call,
 # beside the machine's own stalls) are measured by `make soak` and `make bench`, and reported,
-# never asserted: see docs/RELIABILITY.md.
+# never asserted: see docs/internals/reliability.md.
 BLACKHOLE_TIMEOUT = 1.5
 # Published at about 2,000 events/s by the tests that stream through a fault.
 RATE = 2000.0

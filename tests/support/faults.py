@@ -3,7 +3,7 @@ faults, a de-duplicating tally, figures.
 
 Tests check behaviour; the figures they measure on the way (worst publish call, duplicates, RSS)
 are printed as ``FIGURES <name>: {json}`` lines, so that ``pytest -s`` reproduces every number in
-docs/RELIABILITY.md. With ``$NOTIFIER_FIGURES`` set they are also appended to that file.
+docs/internals/reliability.md. With ``$NOTIFIER_FIGURES`` set they are also appended to that file.
 """
 
 from __future__ import annotations
