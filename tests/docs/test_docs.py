@@ -8,18 +8,22 @@ redis-server (``$NOTIFIER_REDIS_URL``), in an empty directory, unless the line b
 from __future__ import annotations
 
 import ast
+import asyncio
 import inspect
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import httpx
 import pytest
 
 import notifier.celery
+from notifier import load_config
+from notifier.gateway import create_app
 from notifier.testing import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,3 +160,21 @@ def test_progress_range_is_documented() -> None:
     """The guarantees say progress is 0 to 100 by convention and that it is not checked."""
     page = (ROOT / "docs" / "guarantees.md").read_text()
     assert "0 to 100" in page and 'publish_progress("task-42", 150.0)' in page
+
+
+def test_client_script_answers_without_token_or_redis() -> None:
+    """The Kubernetes note's liveness route: GET /client.js answers 200 with no token, from a
+    non-loopback client, while Redis is unreachable."""
+    config = load_config(None)
+    config = replace(
+        config,
+        redis=replace(config.redis, url="redis://127.0.0.1:1/0"),
+        gateway=replace(config.gateway, secret="s" * 32),
+    )
+
+    async def get() -> int:
+        transport = httpx.ASGITransport(app=create_app(config), client=("10.1.2.3", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            return (await client.get("/client.js")).status_code
+
+    assert 200 == asyncio.run(get())
