@@ -422,14 +422,17 @@ def test_a_client_that_connects_while_redis_is_unavailable_waits_for_it(
     assert "Traceback" not in gateway.output(), gateway.output()
 
 
+EVENTS = 900  # 16 KB each: far more than the sockets between and the client's buffer hold
+
+
 def test_a_slow_client_is_cut_off_with_a_reason_and_resumes_without_a_gap(
     redis_server: RedisServer, tmp_path: Path, publisher: Notifier
 ) -> None:
-    """client_buffer = 20: a client that stops reading while 900 large events arrive (more than
-    the sockets between hold) is sent `event: overflow` with the reason, and its reconnect from
-    the last id it got misses nothing (the history keeps 1,000). send_timeout is far longer
-    than the publishing takes on a loaded machine: past it, the client would be cut off
-    without the overflow frame (tests/gateway/test_gateway_door.py tests that)."""
+    """client_buffer = 20: a client that stops reading while 900 large events arrive (14 MB,
+    many times what the sockets between hold) is sent `event: overflow` with the reason, and its
+    reconnect from the last id it got misses nothing (the history keeps 1,000). send_timeout is
+    far longer than the publishing takes on a loaded machine: past it, the client would be cut
+    off without the overflow frame (tests/gateway/test_gateway_door.py tests that)."""
     table = "client_buffer = 20\nsend_timeout = 600.0\n"
     with (
         GatewayProcess(redis_server.url, tmp_path, gateway_table=table) as gateway,
@@ -437,13 +440,15 @@ def test_a_slow_client_is_cut_off_with_a_reason_and_resumes_without_a_gap(
     ):
         task = new_task("slow")
         token = issue_token(task, config=gateway.config)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # Small enough that the events back up into the gateway, large enough that the window
+        # reopens in whole segments once the client reads (4 KB crawls at 8 KB per 200 ms).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         sock.sendall(
             f"GET /tasks/{task}/events?token={token} HTTP/1.1\r\nHost: gw\r\n\r\n".encode()
         )
         wait_subscribed(redis_server, f"task:{task}")
         pad = "x" * 16000
-        for i in range(900):
+        for i in range(EVENTS):
             assert publisher.publish(task, "tick", {"seq": i, "pad": pad})
         assert publisher.publish_completed(task)
         assert publisher.flush(30)
@@ -457,10 +462,10 @@ def test_a_slow_client_is_cut_off_with_a_reason_and_resumes_without_a_gap(
         got = [json.loads(line[6:])["data"]["seq"] for line in data.split(b"\n")
                if line.startswith(b"data: {") and b'"tick"' in line]  # fmt: skip
         ids = [line[4:].decode().strip() for line in data.split(b"\n") if line.startswith(b"id: ")]
-        assert got == list(range(len(got))) and len(got) < 900
+        assert got == list(range(len(got))) and len(got) < EVENTS
         status, rest = sse_events(events_url(gateway, task), {"Last-Event-ID": ids[-1]})
         assert 200 == status
-        assert list(range(len(got), 900)) == [e["data"]["seq"] for e in decoded(rest)[:-1]]
+        assert list(range(len(got), EVENTS)) == [e["data"]["seq"] for e in decoded(rest)[:-1]]
         wait_until(lambda: "gateway_client_too_slow" in gateway.output(), 10)
 
 
