@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
@@ -24,6 +24,7 @@ from notifier.events import (
     encode_event,
     encode_failure,
 )
+from notifier.eventtypes import TYPES
 from notifier.exceptions import InvalidEvent
 
 pytestmark = pytest.mark.timeout(120)
@@ -118,10 +119,16 @@ def test_the_schema_and_the_publisher_agree_on_every_task_id(task_id: str) -> No
     assert accepted == VALIDATOR.is_valid(event)
 
 
+OWN_TYPES = frozenset(t.name for t in TYPES)
+
+
 @settings(max_examples=200, deadline=None, database=None)
 @given(kind=st.text(max_size=EVENT_TYPE_MAX + 2))
 @example(kind="progress\n")
 def test_the_schema_and_the_publisher_agree_on_every_event_type(kind: str) -> None:
+    """An application's own event type is valid to the schema exactly when the publisher takes
+    it (the library's own types, whose data has required fields, are tested on their own)."""
+    assume(kind not in OWN_TYPES)
     try:
         check_event_type(kind)
     except InvalidEvent:
