@@ -107,8 +107,9 @@ def test_the_library_depends_on_neither_sqlalchemy_nor_celery(artifacts: Artifac
 
 
 def test_the_wheel_ships_the_package_data_and_no_checkout_folders(artifacts: Artifacts) -> None:
-    """The gateway's page and client, the schemas, the config template and py.typed are in; the
-    reference application (tasks/), the tests, bench/ and examples/ are not."""
+    """The gateway's page and client, the schemas, the config template, py.typed and the
+    licence are in; the reference application (tasks/), the tests, bench/ and examples/ are
+    not."""
     with zipfile.ZipFile(artifacts.wheel) as wheel:
         names = set(wheel.namelist())
     for data in (
@@ -120,6 +121,7 @@ def test_the_wheel_ships_the_package_data_and_no_checkout_folders(artifacts: Art
         "notifier/py.typed",
     ):
         assert data in names
+    assert [] != [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
     top_level = {name.split("/", 1)[0] for name in names if ".dist-info/" not in name}
     assert {"notifier"} == top_level
     assert [] == [n for n in names if "/tests/" in n or "/tasks/" in n]
