@@ -108,8 +108,8 @@ def test_the_library_depends_on_neither_sqlalchemy_nor_celery(artifacts: Artifac
 
 def test_the_wheel_ships_the_package_data_and_no_checkout_folders(artifacts: Artifacts) -> None:
     """The gateway's page and client, the schemas, the config template, py.typed and the
-    licence are in; the reference application (tasks/), the tests, bench/ and examples/ are
-    not."""
+    licence are in; the reference application (tasks/: a top-level ``tasks`` would shadow every
+    Celery project's own), the tests, bench/ and examples/ are not."""
     with zipfile.ZipFile(artifacts.wheel) as wheel:
         names = set(wheel.namelist())
     for data in (
