@@ -45,6 +45,10 @@ LONGEST_FIRST = (
     "test_properties.py",
     "test_browser.py",
     "test_store.py",
+    "test_gateway_door.py",
+    "test_gateway_redis.py",
+    "test_wheel.py",
+    "test_docs.py",
 )
 
 
