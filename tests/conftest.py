@@ -35,6 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # together instead of one waiting on the other's last long file. Order within a file is kept.
 LONGEST_FIRST = (
     "test_faults.py",
+    "test_forks.py",
     "test_sentinel.py",
     "test_cluster.py",
     "test_gateway.py",

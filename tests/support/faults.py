@@ -208,3 +208,8 @@ class LiveSubscriber:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)
+
+
+def seq_key(event: dict[str, Any]) -> tuple[str, int]:
+    """A streamed event's origin and number: what a Tally counts it by."""
+    return event["task_id"], event["data"]["seq"]
