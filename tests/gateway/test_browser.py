@@ -223,6 +223,33 @@ def test_the_client_follows_history_and_live_events_of_any_type_to_the_end(
         assert 1 == result["refreshed"]
 
 
+def through_a_restart(
+    page: Any,
+    done: Any,
+    gateway: GatewayProcess,
+    redis_server: RedisServer,
+    publisher: Notifier,
+    task: str,
+) -> Any:
+    """Three events, the gateway stopped, three more (only the history has them), the gateway
+    started again, the terminal event: what the page's watch() saw, once it ended."""
+    wait_subscribed(redis_server, f"task:{task}")
+    for i in range(1, 4):
+        assert publisher.publish_progress(task, i * 10, message=f"before {i}")
+    assert publisher.flush(10)
+    page.wait_for_function("window.seen.length === 3")
+    gateway.stop()
+    for i in range(4, 7):  # while no gateway runs: only the history has them
+        assert publisher.publish_progress(task, i * 10, message=f"during {i}")
+    assert publisher.flush(10)
+    gateway.start()
+    page.wait_for_function("window.seen.length === 6", timeout=60_000)
+    wait_subscribed(redis_server, f"task:{task}")
+    assert publisher.publish_completed(task, result=None)
+    assert publisher.flush(10)
+    return page.evaluate("(watching) => watching.done", done)
+
+
 def test_the_client_resumes_through_a_gateway_restart_without_a_gap_or_a_repeat(
     page: Any, redis_server: RedisServer, publisher: Notifier, tmp_path: Path
 ) -> None:
@@ -230,21 +257,7 @@ def test_the_client_resumes_through_a_gateway_restart_without_a_gap_or_a_repeat(
     gateway = GatewayProcess(redis_server.url, tmp_path).start()
     try:
         done = start_watch(page, gateway, task)
-        wait_subscribed(redis_server, f"task:{task}")
-        for i in range(1, 4):
-            assert publisher.publish_progress(task, i * 10, message=f"before {i}")
-        assert publisher.flush(10)
-        page.wait_for_function("window.seen.length === 3")
-        gateway.stop()
-        for i in range(4, 7):  # while no gateway runs: only the history has them
-            assert publisher.publish_progress(task, i * 10, message=f"during {i}")
-        assert publisher.flush(10)
-        gateway.start()
-        page.wait_for_function("window.seen.length === 6", timeout=60_000)
-        wait_subscribed(redis_server, f"task:{task}")
-        assert publisher.publish_completed(task, result=None)
-        assert publisher.flush(10)
-        result = page.evaluate("(watching) => watching.done", done)
+        result = through_a_restart(page, done, gateway, redis_server, publisher, task)
         messages = [e["data"].get("message") for e in result["seen"]]
         expected = [f"before {i}" for i in (1, 2, 3)] + [f"during {i}" for i in (4, 5, 6)]
         assert [*expected, None] == messages
@@ -296,21 +309,7 @@ def test_a_page_on_another_origin_follows_a_task_through_a_gateway_restart(
             token = issue_token(task, config=gateway.config)
             options = {"token": token, "staleToken": token, "client": gateway.url("/client.js")}
             done = page.evaluate_handle(WATCH, [gateway.url(f"/tasks/{task}/events"), options])
-            wait_subscribed(redis_server, f"task:{task}")
-            for i in range(1, 4):
-                assert publisher.publish_progress(task, i * 10, message=f"before {i}")
-            assert publisher.flush(10)
-            page.wait_for_function("window.seen.length === 3")
-            gateway.stop()
-            for i in range(4, 7):  # while no gateway runs: only the history has them
-                assert publisher.publish_progress(task, i * 10, message=f"during {i}")
-            assert publisher.flush(10)
-            gateway.start()
-            page.wait_for_function("window.seen.length === 6", timeout=60_000)
-            wait_subscribed(redis_server, f"task:{task}")
-            assert publisher.publish_completed(task, result=None)
-            assert publisher.flush(10)
-            result = page.evaluate("(watching) => watching.done", done)
+            result = through_a_restart(page, done, gateway, redis_server, publisher, task)
         finally:
             gateway.stop()
     messages = [e["data"].get("message") for e in result["seen"]]
