@@ -79,28 +79,33 @@ class Gateway:
 
     def refuse(self, conn: HTTPConnection, task_id: str) -> tuple[int, str] | None:
         """Why this connection may not read ``task_id`` (HTTP status, message); None if it
-        may. Each refusal is logged once per client address and reason."""
+        may. Each refusal is logged once per client address and reason: an origin's as
+        ``gateway_origin_refused`` (with the origin), any other as ``gateway_request_refused``."""
         refusal = self._refusal(conn, task_id)
-        if refusal is not None:
-            status, reason = refusal
-            client = self.door.client_of(conn)
-            if self.door.first_refusal(client, reason):
+        if refusal is None:
+            return None
+        status, reason = refusal
+        client = self.door.client_of(conn)
+        if reason == ORIGIN_REFUSED:
+            shown = conn.headers.get("origin", "")[:200]
+            if self.door.first_refusal(client, "origin " + shown):
                 self.log.warning(
-                    "gateway_request_refused",
-                    status=status,
-                    reason=reason,
-                    client=client,
-                    task_id=task_id[:200],
+                    "gateway_origin_refused", origin=shown, client=client, task_id=task_id[:200]
                 )
+        elif self.door.first_refusal(client, reason):
+            self.log.warning(
+                "gateway_request_refused",
+                status=status,
+                reason=reason,
+                client=client,
+                task_id=task_id[:200],
+            )
         return refusal
 
     def _refusal(self, conn: HTTPConnection, task_id: str) -> tuple[int, str] | None:
         origin = self.door.origin_of(conn)
         if origin is Origin.REFUSED:
-            shown = conn.headers.get("origin", "")[:200]
-            if self.door.first_refusal(self.door.client_of(conn), "origin " + shown):
-                self.log.warning("gateway_origin_refused", origin=shown, task_id=task_id[:200])
-            return 403, "this page's origin may not read from the gateway"
+            return 403, ORIGIN_REFUSED
         secret = self.config.gateway.secret
         if not secret:
             anonymous = self.door.anonymous_refusal(conn)
@@ -151,10 +156,11 @@ class Gateway:
             response.raw_headers.extend(cors)
             return response
         if self.door.origin_of(conn) is Origin.REFUSED:
-            return _error(403, "this page's origin may not read from the gateway")
+            return _error(403, ORIGIN_REFUSED)
         return Response(status_code=204, headers={"Allow": ALLOWED_METHODS})
 
 
+ORIGIN_REFUSED = "this page's origin may not read from the gateway"
 ALLOWED_METHODS = "GET, OPTIONS"
 VARY_ORIGIN = (b"vary", b"Origin")
 PREFLIGHT_HEADERS = {
