@@ -14,6 +14,9 @@ from notifier.testing import ENV_PORTS, EventCollector, RedisServer
 from support.faultproxy import FaultProxy
 from support.helpers import make_config
 
+# The page tests' Chromium: browser and page (tests/support/browser.py).
+pytest_plugins = ["support.browser"]
+
 # Port ranges for parallel runs (make test runs pytest-xdist workers): worker i of n draws its
 # ports from a share of its own in 10000-19999, below the kernel's ephemeral range, so
 # a cluster node's bus port (port + 10000) falls in 20000-29999, nobody's range.

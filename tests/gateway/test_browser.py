@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,45 +20,6 @@ from notifier.testing import RedisServer, free_port
 from support.gateway import HISTORY, GatewayProcess, wait_subscribed
 
 pytestmark = pytest.mark.timeout(120)
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# As the machine's own probe runs it: headless, and nothing that would reach for the network.
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        reason = "no Chromium on this machine (apt-get install chromium); .ci/run installs it"
-        if os.environ.get("NOTIFIER_REQUIRE_BROWSER"):  # set by .ci/run: CI must not skip these
-            pytest.fail(reason)
-        pytest.skip(reason)
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    # bypass_csp: the page forbids eval(), which Playwright's wait_for_function uses.
-    context = browser.new_context(viewport={"width": 900, "height": 600}, bypass_csp=True)
-    page = context.new_page()
-    try:
-        yield page
-    finally:
-        context.close()
 
 
 @pytest.fixture
