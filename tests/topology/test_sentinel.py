@@ -300,6 +300,9 @@ def test_last_event_listen_and_the_gateway_follow_a_failover(
         assert n.publish(task_id, "tick", {"seq": 1})
         assert n.flush(10)
         sentinels.failover()
+        # `listen` keeps nothing published while it reconnects (pub/sub keeps nothing): what
+        # it must show is that it follows the master, so both readers are back there first.
+        wait_subscribed(sentinels.server(sentinels.master_port()), f"task:{task_id}", 2)
         assert n.publish(task_id, "tick", {"seq": 2})
         assert n.publish_completed(task_id)
         assert n.flush(30)
