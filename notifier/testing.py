@@ -155,6 +155,10 @@ class RedisServer(Service):
             self._dir.name,
             "--logfile",
             os.path.join(self._dir.name, "redis.log"),
+            # A replica's first sync starts at once, not after the 5 s Redis waits by default
+            # for more replicas to share it: nothing here has data worth that wait.
+            "--repl-diskless-sync-delay",
+            "0",
         ]
         if self.password:
             args += ["--requirepass", self.password]

@@ -5,6 +5,7 @@ replicas). Each is a context manager that stops every process it started."""
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -26,16 +27,23 @@ class SentinelServer(RedisServer):
         self.master_port = master_port
         self.quorum = quorum
         self.conf = Path(self._dir.name, "sentinel.conf")
+        self.myid = secrets.token_hex(20)
+        # What this sentinel knows before it starts: the replica and the other sentinels. A new
+        # sentinel learns them from INFO and from hello messages, which come every 2 s: told,
+        # the set is ready at once, and the messages then confirm it.
+        self.known: list[str] = []
 
     def start(self, timeout: float = 10.0) -> Self:
         if not self.conf.exists():  # a restart keeps what it learned
             self.conf.write_text(
                 f"port {self.port}\nbind 127.0.0.1\ndir {self._dir.name}\n"
                 "sentinel resolve-hostnames no\n"
+                f"sentinel myid {self.myid}\n"
                 f"sentinel monitor {SERVICE} 127.0.0.1 {self.master_port} {self.quorum}\n"
                 f"sentinel down-after-milliseconds {SERVICE} 1000\n"
                 f"sentinel failover-timeout {SERVICE} 3000\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
+                + "".join(f"{line}\n" for line in self.known)
             )
         log = os.path.join(self._dir.name, "sentinel.log")
         args = [self.binary, str(self.conf), "--sentinel", "--logfile", log]
@@ -58,7 +66,17 @@ class SentinelSet(Service):
         self.master.start()
         self.replica.extra = ["--replicaof", "127.0.0.1", str(self.master.port)]
         self.replica.start()
-        self.sentinels = [SentinelServer(self.master.port).start() for _ in range(self.count)]
+        self.sentinels = [SentinelServer(self.master.port) for _ in range(self.count)]
+        for sentinel in self.sentinels:
+            sentinel.known = [
+                f"sentinel known-replica {SERVICE} 127.0.0.1 {self.replica.port}",
+                *(
+                    f"sentinel known-sentinel {SERVICE} 127.0.0.1 {other.port} {other.myid}"
+                    for other in self.sentinels
+                    if other is not sentinel
+                ),
+            ]
+            sentinel.start()
         wait_until(self._ready, 30, 0.05)
         return self
 
