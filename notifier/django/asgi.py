@@ -2,7 +2,9 @@
 
 ``with_gateway(application)`` routes ``<prefix>/...`` (HTTP and WebSocket) to the gateway
 (``notifier.gateway.create_app``, configured from ``settings.NOTIFIER``) and everything else to
-``application``: Django's own ASGI handler, or Channels' ``ProtocolTypeRouter`` around it. The
+``application``: Django's own ASGI handler, or Channels' ``ProtocolTypeRouter`` around it.
+``<prefix>/token/...`` stays Django's: the token view (``notifier.django.urls``, included at the
+same prefix) answers there. The
 lifespan is answered here, so neither Django nor Channels is asked for it. A mistake in
 ``settings.NOTIFIER`` raises ConfigError here, at the server's start.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from notifier.config import NotifierConfig
@@ -27,4 +29,10 @@ def with_gateway(
     ``settings.NOTIFIER_GATEWAY_PREFIX``, ``/notifications``)."""
     prefix = gateway_prefix() if prefix is None else prefix.rstrip("/")
     gateway = create_app(notifier_config() if config is None else config)
-    return Starlette(routes=[Mount(prefix, app=gateway), Mount("", app=application)])
+    return Starlette(
+        routes=[
+            Route(f"{prefix}/token/{{rest:path}}", application),  # the token view, Django's
+            Mount(prefix, app=gateway),
+            Mount("", app=application),
+        ]
+    )

@@ -2,7 +2,8 @@
 (tests/apps/django_site) on uvicorn, a consumer joined to a group, read by a real WebSocket
 client, on both channels_redis layers; messages from a thread, from inside running loops, from a
 forked child and from a recycled prefork child's ``except`` block; a Redis restart in
-mid-stream."""
+mid-stream. And the site's page in a real Chromium, through the token view and the gateway
+mounted in the site's ASGI application (the same server and worker)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,15 @@ from notifier import InvalidEvent, Notifier
 from notifier.testing import RedisServer
 from tasks.launcher import WorkerProcess, client
 
-from apps.celery_apps import ENV_BROKER
-from support.django_site import Reader, SiteServer, setup_here, site_env
+from support.django_site import (
+    PASSWORD,
+    USER,
+    Reader,
+    SiteServer,
+    make_database,
+    setup_here,
+    site_env,
+)
 from support.helpers import assert_invariant
 
 pytestmark = pytest.mark.timeout(90)
@@ -40,7 +48,7 @@ def here(redis_server: RedisServer) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def worker(redis_server: RedisServer, here: None) -> Iterator[WorkerProcess]:
     """The site's Celery worker: prefork, each child recycled after one task."""
-    env = site_env(redis_server.url, **{ENV_BROKER: redis_server.url})
+    env = site_env(redis_server.url)
     process = WorkerProcess(env, app="apps.django_site.worker", max_tasks_per_child=1)
     process.start()
     yield process
@@ -51,8 +59,12 @@ def worker(redis_server: RedisServer, here: None) -> Iterator[WorkerProcess]:
 def site(
     redis_server: RedisServer, worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SiteServer]:
-    env = site_env(redis_server.url, TEST_SITE_QUEUE=worker.queue)
-    with SiteServer(env, tmp_path_factory.mktemp("site") / "uvicorn.log") as server:
+    workdir = tmp_path_factory.mktemp("site")
+    env = site_env(
+        redis_server.url, TEST_SITE_QUEUE=worker.queue, TEST_DJANGO_DB=str(workdir / "db.sqlite3")
+    )
+    make_database(env)
+    with SiteServer(env, workdir / "uvicorn.log") as server:
         yield server
 
 
@@ -254,3 +266,31 @@ async def _drain(alias: str, channel: str) -> set[int]:
                 return found
     finally:
         await layer.close_pools()
+
+
+def test_the_page_follows_a_task_it_started_through_the_mounted_gateway(
+    page: Any, site: SiteServer
+) -> None:
+    """A user logs in, starts a task on the watch page, and the page follows it to completed
+    through the token view and the gateway under the site's own origin."""
+    page.goto(site.url("/login/?next=/watch/"))
+    page.fill("#id_username", USER)
+    page.fill("#id_password", PASSWORD)
+    page.click("#login")
+    page.wait_for_url(site.url("/watch/"))
+    page.click("#start")
+    page.wait_for_function(
+        "document.getElementById('status').textContent === 'completed'", timeout=30_000
+    )
+    assert page.inner_text("#task").startswith("page-")
+    assert "100" == page.get_attribute("#bar", "value")
+    assert "step 5" == page.inner_text("#message")
+
+
+def test_the_token_view_refuses_a_visitor_who_is_not_logged_in(site: SiteServer) -> None:
+    """Without a session, GET token/<task_id> is a 403 and carries no token."""
+    import httpx
+
+    answer = httpx.get(site.url("/notifications/token/some-task"))
+    assert 403 == answer.status_code
+    assert "token" not in answer.json()

@@ -21,6 +21,8 @@ from websockets.sync.client import ClientConnection, connect
 from notifier.testing import free_port, wait_until
 from tasks.launcher import CHECKOUT
 
+from apps.celery_apps import ENV_BROKER
+
 TESTS = Path(__file__).resolve().parents[1]
 SETTINGS = "apps.django_site.settings"
 USER, PASSWORD = "watcher", "watcher-pw-for-the-tests"
@@ -33,6 +35,7 @@ def site_env(redis_url: str, **extra: str) -> dict[str, str]:
         PYTHONPATH=os.pathsep.join([CHECKOUT, str(TESTS)]),
         DJANGO_SETTINGS_MODULE=SETTINGS,
         TEST_REDIS_URL=redis_url,
+        **{ENV_BROKER: redis_url},  # the site's Celery app: its worker, and the start view
         **extra,
     )
     return env
