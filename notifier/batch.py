@@ -17,6 +17,7 @@ from typing import cast
 
 from notifier.coalesce import Slot
 from notifier.config import NotifierConfig
+from notifier.dispatch import Dispatch
 from notifier.link import PUBLISH_WITH_HEAD, ReplyError, command, publish_command, publish_head
 from notifier.naming import Naming
 from notifier.workflows.script import Scripts, missing_script
@@ -25,8 +26,9 @@ from notifier.workflows.steps import Member, Step
 # One queued event: the task id (it names the channel) and the encoded message, or for a
 # coalesced progress event the slot that holds the task's latest one (notifier.coalesce); a
 # workflow member's event with its workflow (Member); a declaration step, under the workflow's
-# channel id (notifier.workflows).
-Item = tuple[str, bytes | Slot | Step | Member]
+# channel id (notifier.workflows); a message for another system, under the key its integration
+# gave it (notifier.dispatch), which never reaches Redis through the router.
+Item = tuple[str, bytes | Slot | Step | Member | Dispatch]
 # An event on its way to Redis: the task id and the encoded message, or a workflow's step.
 Outgoing = tuple[str, bytes | Step]
 

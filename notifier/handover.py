@@ -10,10 +10,12 @@ its previous one still waiting replaces it in place instead of queueing (``coale
 from __future__ import annotations
 
 import time
+from typing import cast
 
 from notifier.batch import Item
 from notifier.coalesce import Coalescer, Slot
 from notifier.config import NotifierConfig
+from notifier.dispatch import Dispatch
 from notifier.events import describe_error
 from notifier.eventtypes import TERMINAL_TYPES
 from notifier.ledger import CLOSED, EVICTED, QUEUE_FULL, Ledger
@@ -46,7 +48,7 @@ class Handover:
         self,
         outbox: Outbox,
         task_id: str,
-        payload: bytes | Step | Member,
+        payload: bytes | Step | Member | Dispatch,
         kind: int,
         open: bool,
     ) -> bool:
@@ -55,10 +57,11 @@ class Handover:
         ledger, coalescer = self._ledger, self._coalescer
         with ledger.lock:
             if kind == PROGRESS:
-                if open and coalescer.replace(task_id, payload):
+                event = cast(bytes | Step | Member, payload)  # progress: an event, no dispatch
+                if open and coalescer.replace(task_id, event):
                     ledger.coalesce()  # the task's previous progress is still waiting: replaced
                     return True
-                item: Item = (task_id, Slot(payload))
+                item: Item = (task_id, Slot(event))
             else:
                 item = (task_id, payload)
             try:

@@ -21,6 +21,7 @@ from notifier import native, seams
 from notifier.coalesce import Coalescer
 from notifier.config import NotifierConfig
 from notifier.config.loader import default_config
+from notifier.dispatch import Dispatch
 from notifier.events import (
     check_event_type,
     check_task_id,
@@ -236,7 +237,7 @@ class Notifier:
         """Queue a ``completed`` event carrying ``result`` (any JSON value)."""
         return self._publish(task_id, "completed", {**extra, "result": result})
 
-    def _offer(self, task_id: str, payload: bytes | Step | Member, kind: int) -> bool:
+    def _offer(self, task_id: str, payload: bytes | Step | Member | Dispatch, kind: int) -> bool:
         outbox = self._outbox
         if outbox is None:  # not started yet, or forked: the fork hook cleared it in the child
             outbox = self._start_lazily()
@@ -297,9 +298,10 @@ class Notifier:
 
 
 class Integration:
-    """What the Celery wiring needs of a notifier beyond the user's API: which workflow a task
-    runs in, a workflow's own steps, and when tasks ended. ``Notifier.integration``; an
-    application needs none of it."""
+    """What the integrations need of a notifier beyond the user's API: which workflow a task
+    runs in, a workflow's own steps, when tasks ended (the Celery wiring), and messages for
+    other systems (``notifier.channels``). ``Notifier.integration``; an application needs none
+    of it."""
 
     __slots__ = ("_notifier",)
 
@@ -320,6 +322,12 @@ class Integration:
         """Queue a step of a workflow (a declaration: ``workflows.steps``), counted as any event
         is. A member's events become steps by themselves (``join_workflow``)."""
         return self._notifier._offer(WORKFLOW_PREFIX + step.workflow, step, PLAIN)
+
+    def dispatch(self, key: str, dispatch: Dispatch) -> bool:
+        """Queue a message for another system (``notifier.dispatch``), counted, drained and
+        dropped as any event is; ``key`` names it in the queue (a channel layer's group, say).
+        True when accepted, False when dropped; never blocks, never raises."""
+        return self._notifier._offer(key, dispatch, PLAIN)
 
     def track_endings(self) -> None:
         """From now on, remember when each task's terminal event is accepted, for

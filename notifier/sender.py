@@ -20,6 +20,7 @@ from notifier.aio import cancel_and_wait
 from notifier.batch import Item, Outgoing
 from notifier.coalesce import Coalescer, Gate, Slot
 from notifier.config import NotifierConfig
+from notifier.dispatch import Dispatch, Dispatcher
 from notifier.ledger import CRASHED, SHUTDOWN, Ledger
 from notifier.logs import Logger
 from notifier.outbox import Outbox
@@ -56,6 +57,8 @@ class Sender:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
         self.router = make_router(config, ledger, log)
+        # Messages for other systems (notifier.dispatch), sent beside the Redis batches.
+        self.dispatcher = Dispatcher(config, ledger, log)
 
     # Thread entry point and the hand-over points used from other threads ----------------------
 
@@ -96,6 +99,7 @@ class Sender:
         finally:
             self._drop_remaining(reason)  # first: no await may come before the count
             await cancel_and_wait(heartbeat)
+            await self.dispatcher.close()  # on this loop, which its resources are bound to
             await self.router.close()
             await self.outbox.wait_closed()
 
@@ -137,7 +141,10 @@ class Sender:
             batch = self._admit(taken, drain=closed)
             if not batch:
                 if closed:
-                    return  # closed, drained, and nothing held
+                    await self.dispatcher.idle()
+                    return  # closed, drained, nothing held, every dispatch settled
+                if taken:  # dispatches only
+                    last_event = loop.time()
                 if loop.time() - last_event < ACTIVE_WINDOW:
                     await asyncio.sleep(POLL_INTERVAL)
                 else:
@@ -166,7 +173,7 @@ class Sender:
         after its task's last progress is held, and keeps taking its task's newer progress."""
         gate = self._gate
         if gate is None or (not gate.holding and not _has_slot(taken)):
-            return _expanded(taken)  # no coalescing, or no progress slot to decide on
+            return _expanded(taken, self.dispatcher)  # no coalescing, or no slot to decide on
         now, lock = time.monotonic(), self.ledger.lock
         batch: list[Outgoing] = []
         if gate.holding:
@@ -177,7 +184,7 @@ class Sender:
                     self._send_slot(task_id, slot, now, batch)
         for task_id, data in taken:
             if not isinstance(data, Slot):
-                _add(batch, task_id, data)
+                _add(batch, task_id, data, self.dispatcher)
                 continue
             due = gate.due(task_id)
             with lock:  # Slot.urgent and the open slots are written by callers under it
@@ -194,7 +201,7 @@ class Sender:
 
     def _send_slot(self, task_id: str, slot: Slot, now: float, batch: list[Outgoing]) -> None:
         """Send this slot's latest progress: into ``batch``. Called with the ledger's lock."""
-        _add(batch, task_id, self.coalescer.take(task_id, slot))
+        _add(batch, task_id, self.coalescer.take(task_id, slot), self.dispatcher)
         if self._gate is not None:
             self._gate.sent(task_id, now)
 
@@ -241,22 +248,32 @@ def _has_slot(taken: list[Item]) -> bool:
     return False
 
 
-def _expanded(taken: list[Item]) -> list[Outgoing]:
-    """The events of what was taken, none of it a slot."""
+def _expanded(taken: list[Item], dispatcher: Dispatcher) -> list[Outgoing]:
+    """The events of what was taken, none of it a slot; its dispatches go to ``dispatcher``."""
     for _, data in taken:
-        if type(data) is Member:
+        kind = type(data)
+        if kind is not bytes and kind is not Step:
             break
     else:  # the common case: every item is one event already
         return taken  # type: ignore[return-value]  # bytes or Step: no slot without coalescing
     batch: list[Outgoing] = []
-    for task_id, data in taken:
-        _add(batch, task_id, data)  # type: ignore[arg-type]  # a Slot only with coalescing
+    for task_id, data in taken:  # a Slot only with coalescing:
+        _add(batch, task_id, data, dispatcher)  # type: ignore[arg-type]
     return batch
 
 
-def _add(batch: list[Outgoing], task_id: str, data: bytes | Step | Member) -> None:
-    """Add an item's events: a workflow member's event is two, its own and its step."""
-    if type(data) is Member:
-        batch += data.events(task_id)
-    else:
+def _add(
+    batch: list[Outgoing],
+    task_id: str,
+    data: bytes | Step | Member | Dispatch,
+    dispatcher: Dispatcher,
+) -> None:
+    """Add an item's events: a workflow member's event is two, its own and its step; a
+    dispatch is the dispatcher's."""
+    kind = type(data)
+    if kind is bytes or kind is Step:
         batch.append((task_id, data))  # type: ignore[arg-type]  # bytes or Step: no cast call
+    elif kind is Member:
+        batch += data.events(task_id)  # type: ignore[union-attr]  # a Member
+    else:
+        dispatcher.take(data)  # type: ignore[arg-type]  # a Dispatch

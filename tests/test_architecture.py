@@ -20,7 +20,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("notifier", "tasks")
 # Built on the core: the core (the publisher and what it imports) must know none of them.
-OPTIONAL = ("notifier.health", "notifier.health.metrics", "notifier.gateway", "notifier.celery")
+OPTIONAL = (
+    "notifier.health",
+    "notifier.health.metrics",
+    "notifier.gateway",
+    "notifier.celery",
+    "notifier.channels",
+    "notifier.django",
+)
 
 Graph = dict[str, set[str]]
 
@@ -97,6 +104,36 @@ def test_the_core_imports_none_of_the_parts_built_on_it(core: str) -> None:
     assert set() == built_on
 
 
+# What the optional parts bring in: the core must run without any of them installed.
+OPTIONAL_LIBRARIES = ("django", "channels", "channels_redis", "msgpack", "asgiref", "starlette")
+
+
+def libraries_of(path: Path) -> set[str]:
+    """The top-level names of every absolute import in the file at ``path``."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.partition(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("core", ["notifier.publisher", "notifier.sender", "notifier.default"])
+def test_the_core_imports_neither_django_nor_channels(core: str) -> None:
+    """Django, Channels, channels_redis, msgpack and Starlette are the optional parts' own: no
+    module the core reaches imports them."""
+    known = modules(ROOT, PACKAGES)
+    graph = import_graph(ROOT, PACKAGES)
+    used = {
+        (module, library)
+        for module in {core, *reachable(graph, core)}
+        for library in libraries_of(known[module])
+        if library in OPTIONAL_LIBRARIES
+    }
+    assert set() == used
+
+
 def test_a_circle_added_by_hand_is_found(tmp_path: Path) -> None:
     """The check can fail: a type-only import closing a ring of three modules is a circle."""
     package = tmp_path / "ring"
@@ -123,6 +160,7 @@ LAYERS = (
     ("notifier.events", "notifier.eventtypes", "notifier.link", "notifier.naming"),
     ("notifier.workflows",),
     ("notifier.coalesce", "notifier.ledger"),
+    ("notifier.dispatch",),
     ("notifier.batch",),
     ("notifier.topology",),
     ("notifier.outbox", "notifier.handover", "notifier.sender"),
@@ -135,6 +173,8 @@ LAYERS = (
         "notifier.consumer",
         "notifier.cli",
         "notifier.gateway",
+        "notifier.channels",
+        "notifier.django",
     ),
 )
 FACE = "notifier"  # the package itself: it may import anything

@@ -11,3 +11,11 @@ def test_the_npm_package_ships_the_gateways_own_client() -> None:
     """clients/js/index.js is notifier/gateway/client.js (copy it after a change)."""
     served = (ROOT / "notifier" / "gateway" / "client.js").read_bytes()
     assert served == (ROOT / "clients" / "js" / "index.js").read_bytes()
+
+
+def test_the_django_app_ships_the_gateways_own_client() -> None:
+    """notifier/django/static/notifier/client.js is notifier/gateway/client.js (copy it)."""
+    served = (ROOT / "notifier" / "gateway" / "client.js").read_bytes()
+    assert (
+        served == (ROOT / "notifier" / "django" / "static" / "notifier" / "client.js").read_bytes()
+    )
