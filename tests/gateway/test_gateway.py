@@ -596,7 +596,7 @@ def test_the_readme_fastapi_mount_serves_under_its_prefix(
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
             job = (await client.post("/jobs")).json()
             assert publisher.publish_progress(job["task_id"], 50)
-            assert publisher.flush(10)
+            assert await publisher.aflush(10)
             last = await client.get(job["events"].replace("/events", "/last"))
             page = await client.get(job["page"])
             other = await client.get(f"/notifications/tasks/someone-else/last?token={job['token']}")
