@@ -135,6 +135,8 @@ LAYERS = (
         "notifier.consumer",
         "notifier.cli",
         "notifier.gateway",
+        "notifier.progress",
+        "notifier.fastapi",
     ),
 )
 FACE = "notifier"  # the package itself: it may import anything
