@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint check-js docs demo demo-runs gateway soak bench bench-gateway bench-compare bench-instructions bench-workflows bench-topologies bench-gevent clean
+.PHONY: install test lint check-js docs demo demo-runs gateway soak bench bench-gateway bench-compare bench-instructions bench-workflows bench-topologies bench-gevent bench-async clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is needed (set PYTHON=...)"; exit 1; }
@@ -112,6 +112,12 @@ bench-topologies: $(STAMP)
 # cost, a ticking greenlet's lateness at 5,000 events/s; writes bench/results/gevent.md.
 bench-gevent: $(STAMP)
 	$(BIN)/python -m bench.gevent_pool $(BENCH_ARGS)
+
+# flush() and close() against aflush() and aclose() inside an event loop with Redis unreachable:
+# how late a task ticking every 10 ms on that loop runs; writes bench/results/async_drain.md.
+# About 30 s. Arguments: python -m bench.async_drain --help.
+bench-async: $(STAMP)
+	$(BIN)/python -m bench.async_drain $(BENCH_ARGS)
 
 # Not in CI: 10 minutes at 5,000 events/s with Redis killed every 60 s and the link reset every
 # 45 s; every event accounted for, and the caller's worst calls beside the machine's own stalls.

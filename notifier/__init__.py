@@ -9,6 +9,8 @@ from notifier import health  # noqa: F401 - imported for that registration only
 from notifier.config import NotifierConfig
 from notifier.config.loader import load_config
 from notifier.default import (
+    aflush,
+    ashutdown,
     configure,
     flush,
     get_notifier,
@@ -31,6 +33,8 @@ __all__ = [
     "Notifier",
     "NotifierConfig",
     "NotifierError",
+    "aflush",
+    "ashutdown",
     "configure",
     "flush",
     "get_notifier",

@@ -15,7 +15,7 @@ from notifier.config import NotifierConfig
 from notifier.config.loader import load_config
 from notifier.events import describe_error
 from notifier.logs import get_logger
-from notifier.publisher import Notifier
+from notifier.publisher import Notifier, warn_if_blocking
 
 _lock = threading.Lock()
 _config: NotifierConfig | None = None
@@ -36,7 +36,8 @@ def configure(source: str | os.PathLike[str] | NotifierConfig | None = None) -> 
         old, _notifier = _owned_notifier(), None
         _config = config
     if old is not None:
-        old.close()
+        warn_if_blocking("replacing a running default notifier", "await notifier.ashutdown()")
+        old._close(None)
     return config
 
 
@@ -98,14 +99,41 @@ def publish_completed(task_id: str, result: Any = None, **extra: Any) -> bool:
 
 
 def flush(timeout: float = 5.0) -> bool:
+    """Wait up to ``timeout`` seconds for the default notifier; True when nothing accepted so far
+    is still pending. Inside an event loop, ``await notifier.aflush()`` instead (this one warns
+    there)."""
+    warn_if_blocking("notifier.flush()", "await notifier.aflush()")
     notifier = _owned_notifier()
-    return True if notifier is None else notifier.flush(timeout)
+    return True if notifier is None else notifier._flush(timeout)
+
+
+async def aflush(timeout: float = 5.0) -> bool:
+    """:func:`flush` for code inside an event loop: the same answer, awaited without blocking
+    the loop."""
+    notifier = _owned_notifier()
+    return True if notifier is None else await notifier.aflush(timeout)
 
 
 def shutdown(timeout: float | None = None) -> None:
-    """Drain and close the default notifier; the next publish creates a new one."""
+    """Drain and close the default notifier; the next publish creates a new one. Inside an event
+    loop, ``await notifier.ashutdown()`` instead (this one warns there)."""
+    warn_if_blocking("notifier.shutdown()", "await notifier.ashutdown()")
+    notifier = _take_notifier()
+    if notifier is not None:
+        notifier._close(timeout)
+
+
+async def ashutdown(timeout: float | None = None) -> None:
+    """:func:`shutdown` for code inside an event loop: the same drain, awaited without blocking
+    the loop."""
+    notifier = _take_notifier()
+    if notifier is not None:
+        await notifier.aclose(timeout)
+
+
+def _take_notifier() -> Notifier | None:
+    """The default notifier, forgotten here: the next publish creates a new one."""
     global _notifier
     with _lock:
         notifier, _notifier = _owned_notifier(), None
-    if notifier is not None:
-        notifier.close(timeout)
+    return notifier

@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from notifier import native
@@ -44,7 +44,9 @@ class Ledger:
         self.lock = native.Lock()  # a real lock, also under gevent: the notifier thread takes it
         self._settled = threading.Condition(self.lock)
         self._cooperative = native.gevent_patched()  # then flush() polls, letting greenlets run
-        self._flush_waiters = 0
+        self._flush_waiters = 0  # flush() callers, and the wake-ups of when_settled()
+        # when_settled(): (how many events must be settled, the wake-up to call then)
+        self._wakeups: list[tuple[int, Callable[[], None]]] = []
         self.accepted = 0
         self.published = 0
         self.rejected = 0
@@ -90,7 +92,7 @@ class Ledger:
         flush() waiting for them is woken."""
         self.lost += count
         if self._flush_waiters:
-            self._settled.notify_all()
+            self._wake_waiters()
         return self._drop(reason, count)
 
     def settle(self, failures: Sequence[bool]) -> None:
@@ -111,7 +113,19 @@ class Ledger:
             if now is not None:
                 self.last_publish_at = now
             if self._flush_waiters:
-                self._settled.notify_all()
+                self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """Wake the flush() callers, and call the wake-ups whose events are all settled now."""
+        self._settled.notify_all()
+        if not self._wakeups:
+            return
+        settled = self.published + self.lost + self.coalesced
+        due = [wakeup for wakeup in self._wakeups if wakeup[0] <= settled]
+        for wakeup in due:
+            self._wakeups.remove(wakeup)
+            self._flush_waiters -= 1
+            wakeup[1]()
 
     def _drop(self, reason: str, count: int) -> dict[str, int] | None:
         self.dropped_by_reason[reason] += count
@@ -143,6 +157,27 @@ class Ledger:
                 return True
             finally:
                 self._flush_waiters -= 1
+
+    def when_settled(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``wake()`` once every event accepted before this call is published or dropped;
+        None when they already are (``wake`` is never called then). Otherwise returns a function
+        that cancels the wake-up. ``wake`` runs on the notifier thread with ``lock`` held: it must
+        only hand the news over (``loop.call_soon_threadsafe``), never block or take a lock."""
+        with self.lock:
+            target = self.accepted
+            if self.published + self.lost + self.coalesced >= target:
+                return None
+            wakeup = (target, wake)
+            self._wakeups.append(wakeup)
+            self._flush_waiters += 1
+
+        def cancel() -> None:
+            with self.lock:
+                if any(waiting is wakeup for waiting in self._wakeups):
+                    self._wakeups.remove(wakeup)
+                    self._flush_waiters -= 1
+
+        return cancel
 
     def _settled_up_to(self, target: int) -> bool:
         with self.lock:

@@ -149,6 +149,8 @@ class Thread:
         self.name = name
         self.ident: int | None = None
         self._finished = Event()
+        self._ending = Lock()  # orders when_finished() against the thread's end
+        self._wakeups: list[Callable[[], None]] = []
         self._plain: threading.Thread | None = None
         self._relay: HubRelay | None = None
         if not gevent_patched():
@@ -173,10 +175,29 @@ class Thread:
             self._target()
         finally:
             _relayed.pop(self.ident, None)
-            self._finished.set()
+            with self._ending:
+                self._finished.set()
+                wakeups, self._wakeups = self._wakeups, []
+            for wake in wakeups:
+                wake()
 
     def join(self, timeout: float) -> None:
         self._finished.wait(max(0.0, timeout))
+
+    def when_finished(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``wake()`` on this thread as it ends; None when it has ended already (``wake``
+        is never called then). Otherwise returns a function that cancels the wake-up."""
+        with self._ending:
+            if self._finished.is_set():
+                return None
+            self._wakeups.append(wake)
+
+        def cancel() -> None:
+            with self._ending:
+                if wake in self._wakeups:
+                    self._wakeups.remove(wake)
+
+        return cancel
 
     def is_alive(self) -> bool:
         return self.ident is not None and not self._finished.is_set()

@@ -8,16 +8,19 @@ accounting, is ``handover``'s.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
 from notifier import native, seams
+from notifier.aio import wait_woken
 from notifier.coalesce import Coalescer
 from notifier.config import NotifierConfig
 from notifier.config.loader import default_config
@@ -116,10 +119,38 @@ class Notifier:
     def close(self, timeout: float | None = None) -> None:
         """Deliver what is queued for up to ``timeout`` seconds (default: shutdown.drain_timeout),
         then stop. What is still undelivered is counted as dropped with reason ``shutdown``.
-        Idempotent."""
+        Idempotent. Inside an event loop, ``await aclose()`` instead (this one warns there)."""
+        warn_if_blocking("Notifier.close()", "await notifier.aclose()")
+        self._close(timeout)
+
+    def _close(self, timeout: float | None) -> None:
         if timeout is None:
             timeout = self.config.shutdown.drain_timeout
         self._finish_close(self._begin_close(), time.monotonic() + max(0.0, timeout))
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """:meth:`close` for code inside an event loop: the same drain and deadline, awaited
+        without blocking the loop. Cancelling the awaiting task does not cut the drain short: it
+        goes on to its deadline on a thread of its own."""
+        if timeout is None:
+            timeout = self.config.shutdown.drain_timeout
+        deadline = time.monotonic() + max(0.0, timeout)
+        running = self._begin_close()
+        if running is None or running[1].is_current():
+            self._finish_close(running, deadline)  # nothing to wait for
+            return
+        sender, thread = running
+        try:
+            if not await wait_woken(thread.when_finished, deadline - time.monotonic()):
+                sender.force_stop()
+                await wait_woken(thread.when_finished, FORCE_STOP_GRACE)
+        except asyncio.CancelledError:
+            threading.Thread(
+                target=self._finish_close, args=(running, deadline), name="notifier-close"
+            ).start()
+            raise
+        self._report_closed(thread)
+        self._tell_close_listeners()
 
     def _begin_close(self) -> tuple[Sender, native.Thread] | None:
         """Refuse new events and tell the thread to drain; the running parts, if any."""
@@ -137,6 +168,9 @@ class Notifier:
         """Wait for the drain until ``deadline``, then cut it short; tell the close listeners."""
         if running is not None:
             self._join(*running, deadline)
+        self._tell_close_listeners()
+
+    def _tell_close_listeners(self) -> None:
         listeners, self._close_listeners = self._close_listeners, []  # once, on the first close
         for listener in listeners:
             try:
@@ -151,6 +185,9 @@ class Notifier:
         if thread.is_alive():
             sender.force_stop()
             thread.join(FORCE_STOP_GRACE)
+        self._report_closed(thread)
+
+    def _report_closed(self, thread: native.Thread) -> None:
         stats = self.stats()
         if thread.is_alive():
             self._log.warning("notifier_close_timed_out", pending=stats["pending"])
@@ -172,10 +209,22 @@ class Notifier:
         self._heartbeat_listeners.append(listener)
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait up to ``timeout`` seconds; True when nothing accepted so far is still pending."""
+        """Wait up to ``timeout`` seconds; True when nothing accepted so far is still pending.
+        Inside an event loop, ``await aflush()`` instead (this one warns there)."""
+        warn_if_blocking("Notifier.flush()", "await notifier.aflush()")
+        return self._flush(timeout)
+
+    def _flush(self, timeout: float) -> bool:
         if self._pid != os.getpid():
             return True  # a forked child has accepted nothing yet
         return self._ledger.wait_settled(timeout)
+
+    async def aflush(self, timeout: float = 5.0) -> bool:
+        """:meth:`flush` for code inside an event loop: the same answer, awaited without
+        blocking the loop."""
+        if self._pid != os.getpid():
+            return True  # a forked child has accepted nothing yet
+        return await wait_woken(self._ledger.when_settled, timeout)
 
     def __enter__(self) -> Self:
         self.start()
@@ -187,7 +236,20 @@ class Notifier:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        warn_if_blocking("leaving `with Notifier(...)`", "async with Notifier(...)")
+        self._close(None)
+
+    async def __aenter__(self) -> Self:
+        self.start()  # returns once the thread runs, in milliseconds: it never waits on Redis
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     # Publishing -----------------------------------------------------------------------------
 
@@ -351,6 +413,15 @@ class Integration:
                 self._track_endings()
                 return False  # nothing was remembered before now
             return notifier._coalescer.ended_since(task_id, since)
+
+
+def warn_if_blocking(call: str, instead: str) -> None:
+    """Warn when ``call``, which waits for the notifier thread, is made on a thread whose event
+    loop is running: it would hold that loop up for as long as it waits. Made by the public
+    call itself, so that the warning points at its caller."""
+    if asyncio._get_running_loop() is not None:
+        message = f"{call} blocks the running event loop; use `{instead}`"
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def _after_fork_in_child() -> None:

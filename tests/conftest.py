@@ -48,6 +48,7 @@ LONGEST_FIRST = (
     "test_health.py",
     "test_properties.py",
     "test_browser.py",
+    "test_web_examples.py",
     "test_store.py",
     "test_gateway_door.py",
     "test_gateway_redis.py",

@@ -27,6 +27,8 @@ OPTIONAL = (
     "notifier.celery",
     "notifier.channels",
     "notifier.django",
+    "notifier.fastapi",
+    "notifier.progress",
 )
 
 Graph = dict[str, set[str]]
@@ -175,6 +177,8 @@ LAYERS = (
         "notifier.gateway",
         "notifier.channels",
         "notifier.django",
+        "notifier.progress",
+        "notifier.fastapi",
     ),
 )
 FACE = "notifier"  # the package itself: it may import anything

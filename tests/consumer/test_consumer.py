@@ -209,7 +209,7 @@ def test_events_published_while_redis_is_unreachable_arrive_when_it_returns(
         proxy.refuse()
         for percent in range(10, 100, 10):
             assert n.publish_progress(task, percent)
-        assert n.flush(10)
+        assert await n.aflush(10)
         await wait_for(lambda: proxy.accepted >= 6)  # the first pair's two, then refused retries
         proxy.forward()
         assert n.publish_completed(task)
@@ -246,7 +246,7 @@ def test_a_silent_connection_is_detected_and_replaced(
         proxy.blackhole()
         assert n.publish_progress(task, 2)
         assert n.publish_completed(task)
-        assert n.flush(10)
+        assert await n.aflush(10)
         await wait_for(lambda: proxy.accepted > 2)  # the silence was noticed: a new connection
         proxy.forward()
         return await consumer

@@ -579,35 +579,6 @@ def _fan_out(
     return results, held
 
 
-def test_the_readme_fastapi_mount_serves_under_its_prefix(
-    redis_server: RedisServer, publisher: Notifier, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """examples/fastapi_mount.py: the job route issues a token the mounted gateway accepts."""
-    import importlib
-
-    monkeypatch.setenv("NOTIFIER_REDIS_URL", redis_server.url)
-    monkeypatch.setenv("NOTIFIER_GATEWAY_SECRET", SECRET)
-    monkeypatch.setenv("NOTIFIER_CONFIG", "")
-    module = importlib.import_module("examples.fastapi_mount")
-    module = importlib.reload(module)  # reads the environment above
-
-    async def run() -> tuple[int, int, int, str]:
-        transport = httpx.ASGITransport(app=module.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-            job = (await client.post("/jobs")).json()
-            assert publisher.publish_progress(job["task_id"], 50)
-            assert publisher.flush(10)
-            last = await client.get(job["events"].replace("/events", "/last"))
-            page = await client.get(job["page"])
-            other = await client.get(f"/notifications/tasks/someone-else/last?token={job['token']}")
-        await module.gateway.state.gateway.close()
-        return last.status_code, page.status_code, other.status_code, last.text
-
-    last, page, other, body = asyncio.run(run())
-    assert (200, 200, 403) == (last, page, other)
-    assert 50 == json.loads(body)["data"]["progress"]
-
-
 def test_a_quiet_stream_gets_a_comment_line_every_heartbeat(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
