@@ -19,7 +19,12 @@ from notifier.testing import RedisServer, free_port
 
 from support.gateway import HISTORY, GatewayProcess, wait_subscribed
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [
+    pytest.mark.timeout(120),
+    # Playwright's sync API keeps its own event loop running on this thread, so the notifier's
+    # blocking flush() warns here; holding Playwright's loop while events go out is harmless.
+    pytest.mark.filterwarnings("ignore:.*blocks the running event loop:RuntimeWarning"),
+]
 
 
 @pytest.fixture

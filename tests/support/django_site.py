@@ -50,7 +50,13 @@ def setup_here(redis_url: str) -> None:
     if not settings.configured:
         os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
         os.environ["TEST_REDIS_URL"] = redis_url
-    django.setup()
+    try:
+        django.setup()  # reads the settings once, for good
+    finally:
+        # Not left for the processes later tests start: a Celery worker that finds
+        # DJANGO_SETTINGS_MODULE sets Django up (celery.fixups.django), and cannot import these.
+        os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+        os.environ.pop("TEST_REDIS_URL", None)
     assert redis_url == settings.REDIS_URL, "Django was set up on another Redis in this process"
 
 
