@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint check-js docs demo demo-runs gateway soak bench bench-gateway bench-compare bench-instructions bench-workflows bench-topologies bench-gevent bench-async clean
+.PHONY: install test lint check-js docs demo demo-runs gateway soak bench bench-gateway bench-compare bench-instructions bench-workflows bench-topologies bench-gevent bench-async bench-celery clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is needed (set PYTHON=...)"; exit 1; }
@@ -101,6 +101,14 @@ bench-instructions: $(STAMP)
 # time, and the send; writes bench/results/workflows.md and .json. About a minute.
 bench-workflows: $(STAMP)
 	$(BIN)/python -m bench.workflows $(BENCH_ARGS)
+
+# Not in CI: what install(app) costs a Celery worker beside bare Celery and -E (Celery's own
+# task events), alternately in one run: worker CPU per task and tasks/s on prefork and threads
+# (-c 1), trivial and 10 ms tasks, each as a ratio of bare; writes bench/results/celery.md and
+# .json. About five minutes; BENCH_ARGS="--baseline DIR" adds DIR's notifier as a fourth worker
+# (an A/B), "--rounds N --tasks N" for more. Arguments: python -m bench.celery --help.
+bench-celery: $(BENCH_STAMP)
+	$(BIN)/python -m bench.celery $(BENCH_ARGS)
 
 # Sentinel and Cluster on topologies started here: a plain Sentinel client's loss through a
 # failover beside ours, the cost of WAIT, a 3-master cluster against one Redis from 2 processes;

@@ -1,0 +1,229 @@
+"""`make bench-celery`: what the notifier costs a Celery worker, beside bare Celery and Celery's
+own task events, alternately in one run.
+
+For each pool (prefork and threads, ``-c 1``), three workers run the same app
+(bench/celery_app.py) side by side: bare Celery, bare Celery with ``-E`` (Celery's own task
+events, what Flower needs) and ``notifier.celery.install(app)``; ``--baseline DIR`` adds a fourth,
+``install(app)`` with the ``notifier`` package of the checkout DIR (an A/B of a change, in the
+same run). Each round gives each worker, in a rotating order, a batch of ``--tasks`` trivial
+tasks (``add(x, y)``) and a batch of ``--slow-tasks`` 10 ms tasks, all queued at once; results
+are stored, as Celery does by default. For each batch: the worker's CPU time per task (user and
+system, the main process and its pool children, from psutil, until it settles after the last
+result), and tasks per second (from the first send to the last result). Each figure is also
+taken as a ratio of bare Celery's in the same round, pool and workload; reported: the median
+over the rounds, and the range. The machine's other load falls on every worker alike.
+
+    python -m bench.celery [--rounds 5] [--tasks 1000] [--slow-tasks 200] [--pools prefork,threads]
+                           [--loglevel INFO] [--baseline DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from celery import Celery
+
+from notifier.testing import RedisServer
+from tasks.launcher import WorkerProcess, client
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WORKLOADS = {"trivial": ("bench.add", [2, 3]), "10ms": ("bench.sleep", [0.01])}
+KINDS = ("bare", "events", "install")
+SETTLE_STEP = 0.15  # how often the worker's CPU is read while it settles after a batch
+SETTLE_MAX = 3.0
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its descendants."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue  # a recycled child exited meanwhile
+        total += times.user + times.system
+    return total
+
+
+class Worker:
+    """One ``celery worker`` of the bench app, of one kind, with a client on its queue."""
+
+    def __init__(self, kind: str, pool: str, broker: str, config: Path, args: argparse.Namespace):
+        self.kind = kind
+        env = {
+            "BENCH_BROKER": broker,
+            "BENCH_NOTIFIER": "0" if kind in ("bare", "events") else "1",
+            "NOTIFIER_CONFIG": str(config),
+        }
+        if kind == "baseline":
+            # The baseline's notifier package alone goes first on the path: bench/ and tasks/
+            # stay this checkout's, so that both sides run the same app and launcher.
+            shadow = Path(tempfile.mkdtemp(prefix="bench-celery-base-"))
+            (shadow / "notifier").symlink_to(Path(args.baseline).resolve() / "notifier")
+            env["PYTHONPATH"] = str(shadow)
+        extra = ["-E"] if kind == "events" else []
+        self.process = WorkerProcess(
+            env, app="bench.celery_app", pool=pool, concurrency=1, extra=extra
+        )
+        self.process.args[self.process.args.index("--loglevel") + 1] = args.loglevel
+        if kind == "baseline":  # WorkerProcess puts this checkout first: the shadow goes before
+            path = self.process.env["PYTHONPATH"].split(":")
+            self.process.env["PYTHONPATH"] = ":".join([env["PYTHONPATH"], *path])
+        self.app: Celery = client(broker)
+
+    def start(self) -> None:
+        self.process.start()
+
+    def stop(self) -> None:
+        self.process.stop()
+        self.app.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.process.process is not None
+        return self.process.process.pid
+
+    def batch(self, workload: str, tasks: int) -> dict[str, float]:
+        name, task_args = WORKLOADS[workload]
+        queue = self.process.queue
+        cpu, started = tree_cpu(self.pid), time.perf_counter()
+        with self.app.producer_or_acquire() as producer:
+            results = [
+                self.app.send_task(name, args=task_args, queue=queue, producer=producer)
+                for _ in range(tasks)
+            ]
+        # One child or thread takes them in order: the last result is the end of the batch.
+        results[-1].get(timeout=600)
+        done = time.perf_counter()
+        # What the worker still spends on the batch after its last result (events not yet
+        # published, the notifier thread's last polls) counts too: wait until its CPU settles.
+        before, deadline = -1.0, time.monotonic() + SETTLE_MAX
+        while (now := tree_cpu(self.pid)) != before and time.monotonic() < deadline:
+            before = now
+            time.sleep(SETTLE_STEP)
+        for result in results:
+            result.forget()  # keep the backend's keys from piling up over the rounds
+        return {
+            "cpu_ms_per_task": (now - cpu) * 1000 / tasks,
+            "tasks_per_s": tasks / (done - started),
+        }
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    kinds = [*KINDS, *(["baseline"] if args.baseline else [])]
+    sizes = {"trivial": args.tasks, "10ms": args.slow_tasks}
+    # runs[pool][workload][kind]: one dict of figures per round
+    runs: dict[str, dict[str, dict[str, list[dict[str, float]]]]] = {}
+    with tempfile.TemporaryDirectory() as tmp, RedisServer() as redis:
+        config = Path(tmp) / "bench.toml"
+        config.write_text(f'[redis]\nurl = "{redis.url}"\n')
+        for pool in args.pools.split(","):
+            workers = [Worker(kind, pool, redis.url, config, args) for kind in kinds]
+            try:
+                for worker in workers:
+                    worker.start()
+                for worker in workers:  # warm up: imports, connections, the notifier thread
+                    worker.batch("trivial", 200)
+                runs[pool] = {w: {k: [] for k in kinds} for w in sizes}
+                for round_ in range(args.rounds):
+                    order = workers[round_ % len(workers) :] + workers[: round_ % len(workers)]
+                    for workload, tasks in sizes.items():
+                        if not tasks:
+                            continue
+                        for worker in order:
+                            figures = worker.batch(workload, tasks)
+                            runs[pool][workload][worker.kind].append(figures)
+                            print(pool, workload, worker.kind, json.dumps(figures), flush=True)
+            finally:
+                for worker in workers:
+                    worker.stop()
+    return {"kinds": kinds, "sizes": sizes, "rounds": args.rounds, "runs": runs}
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """For each pool, workload, kind and figure: the median, the range, and the median ratio
+    to bare Celery's figure of the same round."""
+    out: dict[str, Any] = {}
+    for pool, workloads in result["runs"].items():
+        for workload, by_kind in workloads.items():
+            bare = by_kind["bare"]
+            if not bare:
+                continue
+            for kind, rounds in by_kind.items():
+                for figure in ("cpu_ms_per_task", "tasks_per_s"):
+                    values = [r[figure] for r in rounds]
+                    ratios = [r[figure] / b[figure] for r, b in zip(rounds, bare, strict=True)]
+                    out.setdefault(pool, {}).setdefault(workload, {}).setdefault(kind, {})[
+                        figure
+                    ] = {
+                        "median": statistics.median(values),
+                        "min": min(values),
+                        "max": max(values),
+                        "x_bare": statistics.median(ratios),
+                        "x_bare_min": min(ratios),
+                        "x_bare_max": max(ratios),
+                    }
+    return out
+
+
+LABELS = {
+    "bare": "bare Celery",
+    "events": "`-E` (Celery's task events)",
+    "install": "`install(app)`",
+    "baseline": "`install(app)`, baseline",
+}
+
+
+def table(result: dict[str, Any], stats: dict[str, Any]) -> str:
+    lines = [
+        f"Worker CPU per task and tasks per second, `-c 1`, {result['rounds']} rounds, "
+        f"alternating; batches of {result['sizes']['trivial']} trivial and "
+        f"{result['sizes']['10ms']} 10 ms tasks; median (range), and the median of each "
+        "round's ratio to bare Celery.",
+        "",
+        "| pool | tasks | worker | CPU per task | x bare | tasks/s | x bare |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for pool, workloads in stats.items():
+        for workload, by_kind in workloads.items():
+            for kind, figures in by_kind.items():
+                cpu, rate = figures["cpu_ms_per_task"], figures["tasks_per_s"]
+                lines.append(
+                    f"| {pool} | {workload} | {LABELS[kind]} "
+                    f"| {cpu['median']:.3f} ms ({cpu['min']:.3f}-{cpu['max']:.3f}) "
+                    f"| {cpu['x_bare']:.2f} ({cpu['x_bare_min']:.2f}-{cpu['x_bare_max']:.2f}) "
+                    f"| {rate['median']:.0f} | {rate['x_bare']:.2f} |"
+                )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--tasks", type=int, default=1000, help="trivial tasks per batch")
+    parser.add_argument("--slow-tasks", type=int, default=200, help="10 ms tasks per batch")
+    parser.add_argument("--pools", default="prefork,threads")
+    parser.add_argument("--loglevel", default="INFO", help="the workers' --loglevel")
+    parser.add_argument("--baseline", help="a checkout whose notifier runs as a fourth worker")
+    args = parser.parse_args()
+    result = measure(args)
+    stats = summary(result)
+    result["summary"] = stats
+    text = table(result, stats)
+    print("\n" + text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "celery.md").write_text(text + "\n")
+    (RESULTS / "celery.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
