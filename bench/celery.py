@@ -14,7 +14,7 @@ taken as a ratio of bare Celery's in the same round, pool and workload; reported
 over the rounds, and the range. The machine's other load falls on every worker alike.
 
     python -m bench.celery [--rounds 5] [--tasks 1000] [--slow-tasks 200] [--pools prefork,threads]
-                           [--loglevel INFO] [--baseline DIR]
+                           [--loglevel INFO] [--task-logs] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class Worker:
             "BENCH_BROKER": broker,
             "BENCH_NOTIFIER": "0" if kind in ("bare", "events") else "1",
             "NOTIFIER_CONFIG": str(config),
+            "BENCH_TASK_LOGS": "1" if args.task_logs else "0",
         }
         if kind == "baseline":
             # The baseline's notifier package alone goes first on the path: bench/ and tasks/
@@ -213,6 +214,12 @@ def main() -> None:
     parser.add_argument("--slow-tasks", type=int, default=200, help="10 ms tasks per batch")
     parser.add_argument("--pools", default="prefork,threads")
     parser.add_argument("--loglevel", default="INFO", help="the workers' --loglevel")
+    parser.add_argument(
+        "--task-logs",
+        action="store_true",
+        help="keep Celery's two INFO lines per task (received, succeeded): without them, as a "
+        "worker logging at WARNING runs, the figures are the tasks' and the events' alone",
+    )
     parser.add_argument("--baseline", help="a checkout whose notifier runs as a fourth worker")
     args = parser.parse_args()
     result = measure(args)

@@ -2,15 +2,21 @@
 
 Configured from the environment the bench sets: $BENCH_BROKER (broker and result backend) and
 $BENCH_NOTIFIER ("1": ``notifier.celery.install(app)``, configured from $NOTIFIER_CONFIG; else
-bare Celery). Celery's own task events (``-E``) are the worker's option, not the app's.
+bare Celery). Celery's own task events (``-E``) are the worker's option, not the app's. The
+two INFO lines Celery logs per task (received, succeeded) are off unless $BENCH_TASK_LOGS is
+"1": at about half a millisecond a task, they would weigh more than what is measured, and a
+worker logging at WARNING does not write them (the worker's "ready" line, which the bench waits
+for, stays).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
 from celery import Celery
+from celery.signals import after_setup_logger
 
 app = Celery("bench_celery", broker=os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/0"))
 app.conf.update(
@@ -25,6 +31,13 @@ if os.environ.get("BENCH_NOTIFIER") == "1":
     import notifier.celery
 
     notifier.celery.install(app)
+
+
+@after_setup_logger.connect
+def quiet_per_task_lines(**_: object) -> None:
+    if os.environ.get("BENCH_TASK_LOGS") != "1":
+        for name in ("celery.app.trace", "celery.worker.strategy"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @app.task(name="bench.add")
