@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint check-js docs demo demo-runs gateway soak bench bench-gateway bench-compare bench-instructions bench-workflows bench-topologies bench-gevent bench-async bench-celery clean
+.PHONY: install test lint check-js docs demo demo-runs gateway soak bench bench-gateway bench-compare bench-instructions bench-workflows bench-topologies bench-gevent bench-async bench-celery bench-channels clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is needed (set PYTHON=...)"; exit 1; }
@@ -79,6 +79,14 @@ bench: $(BENCH_STAMP)
 # --help.
 bench-gateway: $(BENCH_STAMP)
 	$(BIN)/python -m bench.gateway $(BENCH_ARGS)
+
+# Not in CI: notifier.channels.group_send against publish_progress in the caller (the bound: p50
+# at most 2x, same run), and against async_to_sync(layer.group_send) on a prefork worker whose
+# children are recycled after each task: caller time per send, worker CPU per task, sends that
+# raised or were lost; writes bench/results/channels.md. About seven minutes; arguments:
+# python -m bench.channels --help. Needs the django extra (in dev) and asgiref (bench).
+bench-channels: $(BENCH_STAMP)
+	$(BIN)/python -m bench.channels $(BENCH_ARGS)
 
 # Not in CI: the working tree against REF (a commit), alternately in one run, at least five
 # rounds (ROUNDS=N): caller p50s against the floor, throughput against redis-benchmark's
