@@ -14,7 +14,8 @@ taken as a ratio of bare Celery's in the same round, pool and workload; reported
 over the rounds, and the range. The machine's other load falls on every worker alike.
 
     python -m bench.celery [--rounds 5] [--tasks 1000] [--slow-tasks 200] [--pools prefork,threads]
-                           [--loglevel INFO] [--task-logs] [--baseline DIR]
+                           [--loglevel INFO] [--task-logs] [--no-results]
+                           [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class Worker:
             path = self.process.env["PYTHONPATH"].split(":")
             self.process.env["PYTHONPATH"] = ":".join([env["PYTHONPATH"], *path])
         self.app: Celery = client(broker)
+        self.ignore_results = args.no_results
 
     def start(self) -> None:
         self.process.start()
@@ -99,8 +101,15 @@ class Worker:
         cpu, started = tree_cpu(self.pid), time.perf_counter()
         with self.app.producer_or_acquire() as producer:
             results = [
-                self.app.send_task(name, args=task_args, queue=queue, producer=producer)
-                for _ in range(tasks)
+                self.app.send_task(
+                    name,
+                    args=task_args,
+                    queue=queue,
+                    producer=producer,
+                    # --no-results: only the last task's result is stored, to know the end
+                    ignore_result=self.ignore_results and i < tasks - 1,
+                )
+                for i in range(tasks)
             ]
         # One child or thread takes them in order: the last result is the end of the batch.
         results[-1].get(timeout=600)
@@ -219,6 +228,11 @@ def main() -> None:
         action="store_true",
         help="keep Celery's two INFO lines per task (received, succeeded): without them, as a "
         "worker logging at WARNING runs, the figures are the tasks' and the events' alone",
+    )
+    parser.add_argument(
+        "--no-results",
+        action="store_true",
+        help="store no task's result but each batch's last (ignore_result, as many apps run)",
     )
     parser.add_argument("--baseline", help="a checkout whose notifier runs as a fourth worker")
     args = parser.parse_args()

@@ -38,7 +38,7 @@ from notifier.ledger import CLOSED, Ledger
 from notifier.logs import get_logger
 from notifier.outbox import Outbox
 from notifier.recent import Recent
-from notifier.sender import POLL_INTERVAL, Sender
+from notifier.sender import Sender
 from notifier.workflows.ids import PREFIX as WORKFLOW_PREFIX
 from notifier.workflows.ids import channel_id
 from notifier.workflows.steps import Member, Step
@@ -72,7 +72,6 @@ class Notifier:
         self._heartbeat_listeners: list[Callable[[float], None]] = []
         self._close_listeners: list[Callable[[], None]] = []
         self._tracking_endings = False  # see Integration.track_endings; kept across a fork
-        self._poll_interval = POLL_INTERVAL  # see Integration.poll_every; kept across a fork
         self.integration = Integration(self)
         self._reset()
         _live.add(self)
@@ -110,7 +109,6 @@ class Notifier:
             outbox = Outbox(self.config.queue.maxsize, self._ledger.lock)
             sender = Sender(self.config, self._ledger, self._coalescer, outbox, self._log)
             sender.tick_listeners = self._heartbeat_listeners
-            sender.poll_interval = self._poll_interval
             thread = native.Thread(target=sender.run, name="notifier")
             thread.start()
             if not sender.ready.wait(START_TIMEOUT):
@@ -393,23 +391,12 @@ class Integration:
         True when accepted, False when dropped; never blocks, never raises."""
         return self._notifier._offer(key, dispatch, PLAIN)
 
-    def poll_every(self, seconds: float) -> None:
-        """While events flow, let the notifier thread take them every ``seconds`` instead of
-        every millisecond: one wake-up then carries the events of many short Celery tasks, at
-        the price of ``seconds`` more latency. The first event after a quiet spell still wakes
-        the thread at once. Kept across a fork."""
-        notifier = self._notifier
-        notifier._poll_interval = seconds
-        sender = notifier._sender
-        if sender is not None:  # already running: the thread reads it at its next poll
-            sender.poll_interval = seconds
-
     def track_endings(self) -> None:
         """From now on, remember when each task's terminal event is accepted, for
         :meth:`ended_since`. The Celery lifecycle turns it on before a task runs; without it a
         terminal event skips that bookkeeping."""
         if self._notifier._coalescer.tracking:
-            return  # on already: a single attribute read, no lock (it is never turned off)
+            return  # on already: one attribute read, no lock (it is never turned off)
         with self._notifier._ledger.lock:
             self._track_endings()
 

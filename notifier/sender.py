@@ -27,9 +27,8 @@ from notifier.outbox import Outbox
 from notifier.topology.routers import make_router
 from notifier.workflows.steps import Member, Step
 
-# While events flow, how often the sender looks at the outbox (unless told otherwise:
-# Sender.poll_interval), and for how long after the last event it keeps looking before it waits
-# on its doorbell instead (see Sender._pump).
+# While events flow, how often the sender looks at the outbox, and for how long after the last
+# event it keeps looking before it waits on its doorbell instead (see Sender._pump).
 POLL_INTERVAL = 0.001
 ACTIVE_WINDOW = 0.1
 
@@ -60,8 +59,6 @@ class Sender:
         self.router = make_router(config, ledger, log)
         # Messages for other systems (notifier.dispatch), sent beside the Redis batches.
         self.dispatcher = Dispatcher(config, ledger, log)
-        # Set from any thread (Integration.poll_every), read here: one attribute store.
-        self.poll_interval = POLL_INTERVAL
 
     # Thread entry point and the hand-over points used from other threads ----------------------
 
@@ -128,7 +125,7 @@ class Sender:
     async def _pump(self) -> None:
         """Take batches from the outbox and deliver them, until it is closed and empty.
 
-        While events are flowing the sender polls the outbox every poll_interval instead of
+        While events are flowing the sender polls the outbox every POLL_INTERVAL instead of
         waiting on it: a waiting consumer makes every put() wake this loop through its self-pipe
         (a system call and a thread wake-up, several microseconds on the caller's side for each
         event). Polling moves that cost to this thread, once per interval, and lets events
@@ -149,7 +146,7 @@ class Sender:
                 if taken:  # dispatches only
                     last_event = loop.time()
                 if loop.time() - last_event < ACTIVE_WINDOW:
-                    await asyncio.sleep(self.poll_interval)
+                    await asyncio.sleep(POLL_INTERVAL)
                 else:
                     await self._wait()
                 continue

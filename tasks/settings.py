@@ -16,9 +16,9 @@ below has its default; a file that sets them declares them first (``app_tables =
     # Broker and result backend; both default to redis.url (or $NOTIFIER_REDIS_URL).
     broker_url = "redis://127.0.0.1:6379/0"
     result_backend = "redis://127.0.0.1:6379/0"
-    # notifier.celery.install(..., flush_on_task_end=): the task after which a prefork child is
-    # recycled waits, when it ends, for the child's notifications to reach a Redis believed
-    # reachable, should Celery not send worker_process_shutdown (default true).
+    # notifier.celery.install(..., flush_on_task_end=): each task waits, when it ends, for its
+    # own notifications to reach a Redis believed reachable, so that a worker child killed
+    # later loses none of them (default true).
     flush_on_task_end = true
 """
 

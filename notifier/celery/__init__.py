@@ -5,20 +5,15 @@ What it does, per pool:
 - prefork: each child starts its own notifier in ``worker_process_init`` (the thread starts in
   milliseconds; the Redis connection is made in the background, so Celery's 4 s limit on child
   start-up is never at risk). A child that exits normally -- ``worker_max_tasks_per_child``
-  recycling, ``worker_max_memory_per_child``, warm shutdown, the SIGTERM of a hard time limit or
-  of ``revoke(terminate=True)`` -- drains in ``worker_process_shutdown``. Celery does not
-  guarantee that signal, so the task after which a child is recycled also waits, when it ends,
-  for the child's notifications to reach Redis: one round trip while Redis is reachable, no
-  wait while it is known to be unreachable, and at most TASK_END_FLUSH_TIMEOUT while an outage
-  is still being detected. Other tasks do not wait: what a SIGKILL can take is what the notifier
-  thread has not sent yet, at most TASK_EVENTS_INTERVAL and a round trip old.
+  recycling, warm shutdown -- drains in ``worker_process_shutdown``. Celery does not guarantee that
+  signal (a child killed by a signal never sends it), so each task also waits, when it ends, for
+  its own notifications to reach Redis: one round trip while Redis is reachable, no wait at all
+  while it is known to be unreachable, and at most TASK_END_FLUSH_TIMEOUT while an outage is
+  still being detected (until the next publish or connect times out).
 - solo, threads and gevent: the worker process itself publishes; it drains in
   ``worker_shutdown``. Under gevent the notifier thread is a real OS thread with its own loop,
-  never a greenlet on the worker's hub, and a wait for it lets the other greenlets run
+  never a greenlet on the worker's hub, and the task-end wait lets the other greenlets run
   (``notifier.native``).
-
-In every pool the notifier thread takes the events every TASK_EVENTS_INTERVAL while they flow,
-not every millisecond: one wake-up carries the lifecycle events of many short tasks.
 - eventlet: refused at worker start, with a pointer to gevent: its green threads would put the
   notifier on the worker's hub, the very loop it exists to stay off.
 
@@ -43,10 +38,6 @@ __all__ = ["install", "pool_name", "workflow_id"]
 
 UNSUPPORTED_POOLS = ("eventlet",)
 TASK_END_FLUSH_TIMEOUT = 0.2  # the most a task's end waits for a Redis believed reachable
-# How often a worker's notifier thread takes events while they flow. A millisecond (the
-# default elsewhere) woke it more than once per trivial task; each wake-up and round trip cost
-# the worker more CPU than the task's events themselves.
-TASK_EVENTS_INTERVAL = 0.01
 
 
 def install(
@@ -96,17 +87,9 @@ class _Handlers:
     def __init__(self, config: NotifierConfig, flush_on_task_end: bool) -> None:
         self.config = config
         self.flush_on_task_end = flush_on_task_end
-        # worker_max_tasks_per_child of a prefork worker (set before the children fork, so each
-        # inherits it), and the tasks this process ran: a child knows its last task.
-        self.recycle_after: int | None = None
-        self.tasks_run = 0
 
     def on_worker_init(self, sender: Any = None, **_: Any) -> None:
         pool = pool_name(getattr(sender, "pool_cls", None))
-        limit = getattr(sender, "max_tasks_per_child", None)
-        if pool == "prefork" and isinstance(limit, int) and limit > 0:
-            self.recycle_after = limit
-        default.get_notifier().integration.poll_every(TASK_EVENTS_INTERVAL)
         if pool in UNSUPPORTED_POOLS:
             # Signal.send() swallows Exceptions; SystemExit stops the worker with this message.
             raise SystemExit(
@@ -121,9 +104,7 @@ class _Handlers:
             health.ensure_endpoint(self.config)
 
     def on_child_start(self, **_: Any) -> None:
-        notifier = default.get_notifier()
-        notifier.integration.poll_every(TASK_EVENTS_INTERVAL)
-        notifier.start()
+        default.get_notifier().start()
 
     def on_child_exit(self, **_: Any) -> None:
         default.shutdown()
@@ -132,17 +113,11 @@ class _Handlers:
         default.shutdown()
 
     def on_task_end(self, **_: Any) -> None:
-        self.tasks_run += 1
-        if not self.flush_on_task_end or not self._last_task():
+        if not self.flush_on_task_end:
             return
         notifier = default.get_notifier()
         if notifier.stats()["connected"]:
             notifier.flush(TASK_END_FLUSH_TIMEOUT)
-
-    def _last_task(self) -> bool:
-        """Whether this process is a prefork child that exits after the task just ended."""
-        limit = self.recycle_after
-        return limit is not None and self.tasks_run % limit == 0
 
 
 def pool_name(pool_cls: object) -> str:
