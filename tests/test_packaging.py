@@ -14,7 +14,7 @@ def test_the_npm_package_ships_the_gateways_own_client() -> None:
 
 
 def test_the_django_app_ships_the_gateways_own_client() -> None:
-    """notifier/django/static/notifier/client.js is notifier/gateway/client.js (a symbolic link to it)."""
+    """notifier/django/static/notifier/client.js is notifier/gateway/client.js (a link to it)."""
     served = (ROOT / "notifier" / "gateway" / "client.js").read_bytes()
     assert (
         served == (ROOT / "notifier" / "django" / "static" / "notifier" / "client.js").read_bytes()
