@@ -13,6 +13,18 @@ result), and tasks per second (from the first send to the last result). Each fig
 taken as a ratio of bare Celery's in the same round, pool and workload; reported: the median
 over the rounds, and the range. The machine's other load falls on every worker alike.
 
+The whole tree's CPU swings from batch to batch by as much as the notifier costs (the main
+process alone, which runs the consumer, the pool and the results, by about 100 µs a task), so
+each batch is also read per thread (psutil's user and system time for each thread id): the
+main process, each pool child's main thread (the task and the signal receivers) and the
+child's other threads (the notifier thread). On prefork, the **notifier's share** of a batch is
+its worker's child CPU per task (main thread and other threads) minus bare Celery's child main
+thread in the same round, as a ratio to bare Celery's whole-tree CPU per task: what the
+notifier adds, without the main process's noise, since a task that succeeds costs the main
+process nothing more with ``install(app)``. A thread that is gone at the second read (a child
+replaced meanwhile) counts what it had at the first read as nothing: its time is lost, never
+negative.
+
     python -m bench.celery [--rounds 5] [--tasks 1000] [--slow-tasks 200] [--pools prefork,threads]
                            [--loglevel INFO] [--task-logs] [--no-results]
                            [--baseline DIR]
@@ -40,6 +52,39 @@ WORKLOADS = {"trivial": ("bench.add", [2, 3]), "10ms": ("bench.sleep", [0.01])}
 KINDS = ("bare", "events", "install")
 SETTLE_STEP = 0.15  # how often the worker's CPU is read while it settles after a batch
 SETTLE_MAX = 3.0
+
+
+def thread_cpu(pid: int) -> dict[tuple[int, int], float]:
+    """CPU seconds (user + system) of each thread of ``pid`` and its descendants, by (process
+    id, thread id)."""
+    root = psutil.Process(pid)
+    out: dict[tuple[int, int], float] = {}
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            threads = process.threads()
+        except psutil.NoSuchProcess:
+            continue  # a recycled child exited meanwhile
+        for thread in threads:
+            out[process.pid, thread.id] = thread.user_time + thread.system_time
+    return out
+
+
+def thread_split(
+    pid: int, before: dict[tuple[int, int], float], after: dict[tuple[int, int], float]
+) -> dict[str, float]:
+    """CPU seconds spent between two :func:`thread_cpu` reads of worker ``pid``: its main
+    process, its children's main threads, and their other threads. Only threads alive at the
+    second read count; one that started meanwhile counts from zero."""
+    split = {"main": 0.0, "child_main": 0.0, "child_other": 0.0}
+    for (process, thread), seconds in after.items():
+        spent = max(0.0, seconds - before.get((process, thread), 0.0))
+        if process == pid:
+            split["main"] += spent
+        elif thread == process:
+            split["child_main"] += spent
+        else:
+            split["child_other"] += spent
+    return split
 
 
 def tree_cpu(pid: int) -> float:
@@ -98,7 +143,7 @@ class Worker:
     def batch(self, workload: str, tasks: int) -> dict[str, float]:
         name, task_args = WORKLOADS[workload]
         queue = self.process.queue
-        cpu, started = tree_cpu(self.pid), time.perf_counter()
+        threads, cpu, started = thread_cpu(self.pid), tree_cpu(self.pid), time.perf_counter()
         with self.app.producer_or_acquire() as producer:
             results = [
                 self.app.send_task(
@@ -120,11 +165,13 @@ class Worker:
         while (now := tree_cpu(self.pid)) != before and time.monotonic() < deadline:
             before = now
             time.sleep(SETTLE_STEP)
+        split = thread_split(self.pid, threads, thread_cpu(self.pid))
         for result in results:
             result.forget()  # keep the backend's keys from piling up over the rounds
         return {
             "cpu_ms_per_task": (now - cpu) * 1000 / tasks,
             "tasks_per_s": tasks / (done - started),
+            **{f"{part}_us_per_task": seconds * 1e6 / tasks for part, seconds in split.items()},
         }
 
 
@@ -159,9 +206,28 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {"kinds": kinds, "sizes": sizes, "rounds": args.rounds, "runs": runs}
 
 
+FIGURES = (
+    "cpu_ms_per_task",
+    "tasks_per_s",
+    "main_us_per_task",
+    "child_main_us_per_task",
+    "child_other_us_per_task",
+)
+RATIOS = ("cpu_ms_per_task", "tasks_per_s")  # the figures also taken as a ratio of bare's
+
+
+def share(figures: dict[str, float], bare: dict[str, float]) -> float:
+    """The notifier's share of one batch: its worker's child CPU per task (main thread and
+    other threads) minus bare Celery's child main thread, over bare Celery's whole-tree CPU per
+    task, in the same round."""
+    child = figures["child_main_us_per_task"] + figures["child_other_us_per_task"]
+    return (child - bare["child_main_us_per_task"]) / (bare["cpu_ms_per_task"] * 1000)
+
+
 def summary(result: dict[str, Any]) -> dict[str, Any]:
     """For each pool, workload, kind and figure: the median, the range, and the median ratio
-    to bare Celery's figure of the same round."""
+    to bare Celery's figure of the same round; and, where the pool has children, the
+    notifier's share (:func:`share`)."""
     out: dict[str, Any] = {}
     for pool, workloads in result["runs"].items():
         for workload, by_kind in workloads.items():
@@ -169,18 +235,27 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
             if not bare:
                 continue
             for kind, rounds in by_kind.items():
-                for figure in ("cpu_ms_per_task", "tasks_per_s"):
+                figures = out.setdefault(pool, {}).setdefault(workload, {}).setdefault(kind, {})
+                for figure in FIGURES:
                     values = [r[figure] for r in rounds]
-                    ratios = [r[figure] / b[figure] for r, b in zip(rounds, bare, strict=True)]
-                    out.setdefault(pool, {}).setdefault(workload, {}).setdefault(kind, {})[
-                        figure
-                    ] = {
+                    figures[figure] = {
                         "median": statistics.median(values),
                         "min": min(values),
                         "max": max(values),
-                        "x_bare": statistics.median(ratios),
-                        "x_bare_min": min(ratios),
-                        "x_bare_max": max(ratios),
+                    }
+                    if figure in RATIOS:
+                        ratios = [r[figure] / b[figure] for r, b in zip(rounds, bare, strict=True)]
+                        figures[figure] |= {
+                            "x_bare": statistics.median(ratios),
+                            "x_bare_min": min(ratios),
+                            "x_bare_max": max(ratios),
+                        }
+                if all(b["child_main_us_per_task"] for b in bare):  # a pool with children
+                    shares = [share(r, b) for r, b in zip(rounds, bare, strict=True)]
+                    figures["share"] = {
+                        "median": statistics.median(shares),
+                        "min": min(shares),
+                        "max": max(shares),
                     }
     return out
 
@@ -198,20 +273,37 @@ def table(result: dict[str, Any], stats: dict[str, Any]) -> str:
         f"Worker CPU per task and tasks per second, `-c 1`, {result['rounds']} rounds, "
         f"alternating; batches of {result['sizes']['trivial']} trivial and "
         f"{result['sizes']['10ms']} 10 ms tasks; median (range), and the median of each "
-        "round's ratio to bare Celery.",
+        "round's ratio to bare Celery. Per thread, in µs per task: the main process, the pool "
+        "child's main thread and its other threads (the notifier thread); the notifier's share: "
+        "the child's CPU minus bare Celery's child main thread, over bare Celery's whole-tree "
+        "CPU, per round (prefork).",
         "",
-        "| pool | tasks | worker | CPU per task | x bare | tasks/s | x bare |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        "| pool | tasks | worker | CPU per task | x bare | tasks/s | x bare "
+        "| main µs | child main µs | child other µs | notifier's share |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for pool, workloads in stats.items():
         for workload, by_kind in workloads.items():
             for kind, figures in by_kind.items():
                 cpu, rate = figures["cpu_ms_per_task"], figures["tasks_per_s"]
+                parts = [
+                    f"{figures[f'{part}_us_per_task']['median']:.0f} "
+                    f"({figures[f'{part}_us_per_task']['min']:.0f}"
+                    f"-{figures[f'{part}_us_per_task']['max']:.0f})"
+                    for part in ("main", "child_main", "child_other")
+                ]
+                cut = figures.get("share")
+                notifier = (
+                    f"{cut['median']:+.3f} ({cut['min']:+.3f} to {cut['max']:+.3f})"
+                    if cut is not None and kind != "bare"
+                    else "-"
+                )
                 lines.append(
                     f"| {pool} | {workload} | {LABELS[kind]} "
                     f"| {cpu['median']:.3f} ms ({cpu['min']:.3f}-{cpu['max']:.3f}) "
                     f"| {cpu['x_bare']:.2f} ({cpu['x_bare_min']:.2f}-{cpu['x_bare_max']:.2f}) "
-                    f"| {rate['median']:.0f} | {rate['x_bare']:.2f} |"
+                    f"| {rate['median']:.0f} | {rate['x_bare']:.2f} "
+                    f"| {' | '.join(parts)} | {notifier} |"
                 )
     return "\n".join(lines)
 

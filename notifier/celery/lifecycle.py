@@ -48,6 +48,7 @@ from notifier.events import describe_error, truncate
 from notifier.eventtypes import RESULT_REPR_MAX, TRACEBACK_TAIL
 from notifier.exceptions import InvalidEvent
 from notifier.logs import get_logger
+from notifier.publisher import Notifier
 from notifier.recent import Recent
 
 # channel_key(task_name, task_id, args, kwargs): the id whose channel gets the task's lifecycle
@@ -68,10 +69,20 @@ _SIGNALS = (
 
 
 class Lifecycle:
-    """The receivers, and what they remember: when each run started in this process."""
+    """The receivers, and what they remember: when each run started in this process.
 
-    def __init__(self, channel_key: ChannelKey | None = None) -> None:
+    ``on_run_end``, when given, is called at the end of each run (``task_postrun``), after the
+    run has left its workflow: one receiver of that signal instead of two, since Celery's
+    dispatch to a receiver costs about as much as the receiver's own work here.
+    """
+
+    def __init__(
+        self,
+        channel_key: ChannelKey | None = None,
+        on_run_end: Callable[[], None] | None = None,
+    ) -> None:
         self.channel_key = channel_key
+        self.on_run_end = on_run_end
         # celery task id -> monotonic start of its run here
         self._started: Recent[str, float] = Recent(RECENT_MAX)
 
@@ -95,7 +106,9 @@ class Lifecycle:
         """In the worker's main process: a workflow's member joins it here too."""
         headers = getattr(request, "request_dict", None) or {}
         key = self._key(getattr(request, "task", None), *_request_parts(request))
-        self._join(headers.get(HEADER), key)
+        workflow = headers.get(HEADER)
+        if workflow:
+            self._join(workflow, key, default.get_notifier())
 
     def on_task_prerun(
         self,
@@ -105,15 +118,19 @@ class Lifecycle:
         kwargs: Mapping[str, Any] | None = None,
         **_: Any,
     ) -> None:
+        # This runs before every task, on the task's thread: each lookup is done once (a
+        # task's `request` is a thread-local stack's top, the default notifier a pid check).
         key = self._key(sender, task_id, args, kwargs)
         self._started.remember(task_id, time.monotonic())
+        notifier = default.get_notifier()
         # The run's own terminal event, if its code publishes one, must be remembered: _ended
         # asks for it at the end of the run.
-        default.get_notifier().integration.track_endings()
-        self._join(getattr(getattr(sender, "request", None), HEADER, None), key)
+        notifier.integration.track_endings()
         if key is not None:
-            retries = getattr(getattr(sender, "request", None), "retries", 0) or 0
-            default.publish(key, "started", {"task": _name(sender), "retries": retries})
+            request = getattr(sender, "request", None)
+            self._join(getattr(request, HEADER, None), key, notifier)
+            retries = getattr(request, "retries", 0) or 0
+            notifier.publish(key, "started", {"task": _name(sender), "retries": retries})
 
     def on_task_retry(
         self, sender: Any = None, request: Any = None, reason: Any = None, **_: Any
@@ -132,16 +149,23 @@ class Lifecycle:
         default.publish(key, "retrying", data)
 
     def on_task_success(self, sender: Any = None, result: Any = None, **_: Any) -> None:
-        task_id, args, kwargs = _request_parts(getattr(sender, "request", None))
-        key = self._key(sender, task_id, args, kwargs)
-        if key is None or self._ended(key, task_id):
+        request = getattr(sender, "request", None)
+        if self.channel_key is None:  # the common case: no args or kwargs to gather
+            task_id = str(getattr(request, "id", None) or "")
+            key = task_id or None
+        else:
+            task_id, args, kwargs = _request_parts(request)
+            key = self._key(sender, task_id, args, kwargs)
+        if key is None:
             return
         notifier = default.get_notifier()
-        fields = _result_fields(result)
+        if self._ended(key, task_id, notifier):
+            return
+        name = _name(sender)
         try:
-            notifier.publish_completed(key, task=_name(sender), **fields)
+            notifier.publish_completed(key, task=name, **_result_fields(result))
         except ValueError:  # InvalidEvent: over queue.max_event_bytes as JSON; send the repr
-            notifier.publish_completed(key, task=_name(sender), **_repr_fields(result))
+            notifier.publish_completed(key, task=name, **_repr_fields(result))
 
     def on_task_failure(
         self,
@@ -154,7 +178,7 @@ class Lifecycle:
         **_: Any,
     ) -> None:
         key = self._key(sender, task_id, args, kwargs)
-        if key is None or self._ended(key, task_id):
+        if key is None or self._ended(key, task_id, default.get_notifier()):
             return
         tail = _traceback_tail(einfo)
         extra = {"traceback": tail} if tail else {}
@@ -171,17 +195,18 @@ class Lifecycle:
     ) -> None:
         task_id, args, kwargs = _request_parts(request)
         key = self._key(sender, task_id, args, kwargs)
-        if key is None or self._ended(key, task_id):
+        notifier = default.get_notifier()
+        if key is None or self._ended(key, task_id, notifier):
             return
         headers = getattr(request, "request_dict", None) or {}
-        self._join(headers.get(HEADER), key)
+        self._join(headers.get(HEADER), key, notifier)
         data = {
             "task": _name(sender),
             "terminated": bool(terminated),
             "signum": None if signum is None else str(signum),
             "expired": bool(expired),
         }
-        default.publish(key, "revoked", data)
+        notifier.publish(key, "revoked", data)
 
     def on_task_postrun(
         self,
@@ -191,19 +216,22 @@ class Lifecycle:
         kwargs: Mapping[str, Any] | None = None,
         **_: Any,
     ) -> None:
-        key = self._key(sender, task_id, args, kwargs)
-        if key is not None:
-            default.get_notifier().integration.leave_workflow(key)
+        try:
+            key = self._key(sender, task_id, args, kwargs)
+            if key is not None:
+                default.get_notifier().integration.leave_workflow(key)
+        finally:  # the run's end comes whatever the workflow's bookkeeping did
+            if self.on_run_end is not None:
+                self.on_run_end()
 
     # Helpers --------------------------------------------------------------------------------
 
     @staticmethod
-    def _join(workflow: object, key: str | None) -> None:
+    def _join(workflow: object, key: str | None, notifier: Notifier) -> None:
         """The task whose channel is ``key`` runs as a member of ``workflow`` (its header's
         value), when it has both."""
         if key is None or not workflow or not isinstance(workflow, str):
             return
-        notifier = default.get_notifier()
         try:
             notifier.integration.join_workflow(key, workflow)
         except InvalidEvent as exc:  # a header no canvas of ours wrote: the task's events go on
@@ -223,12 +251,12 @@ class Lifecycle:
             return task_id
         return self.channel_key(_name(sender), task_id, args or (), kwargs or {})
 
-    def _ended(self, key: str, task_id: str) -> bool:
+    def _ended(self, key: str, task_id: str, notifier: Notifier) -> bool:
         """Whether this run already has its terminal event: published by the run's own code
         since it started here, or by this process for this task at any time (the main process,
         which sees no prerun)."""
         since = self._started.pop(task_id, -math.inf)
-        return default.get_notifier().integration.ended_since(key, since)
+        return notifier.integration.ended_since(key, since)
 
 
 def _guarded(receiver: Callable[..., None]) -> Callable[..., None]:
