@@ -405,6 +405,12 @@ class Integration:
         notifier = self._notifier
         notifier._tracking_endings = notifier._coalescer.tracking = True
 
+    @property
+    def connected(self) -> bool:
+        """Whether the notifier thread's connection to Redis is up, as it last found it: one
+        attribute read, no lock (``stats()`` snapshots every counter under the ledger's)."""
+        return self._notifier._ledger.connected
+
     def ended_since(self, task_id: str, since: float) -> bool:
         """Whether an event ending ``task_id`` (completed, failed, revoked) was accepted at or
         after ``since``, a ``time.monotonic()`` value. Recent tasks only (thousands), and only

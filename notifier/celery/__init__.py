@@ -123,9 +123,7 @@ class _Handlers:
         if not self.flush_on_task_end:
             return
         notifier = default.get_notifier()
-        # The connection's state alone, one attribute read: stats() would take a snapshot of
-        # every counter under the ledger's lock, which the notifier thread holds for each event.
-        if notifier._ledger.connected:
+        if notifier.integration.connected:  # no snapshot of the counters under their lock
             notifier.flush(TASK_END_FLUSH_TIMEOUT)
 
 
