@@ -62,26 +62,19 @@ def install(
     leaves them out; it is the process that applies a canvas that decides.
     """
     handlers = _Handlers(default.configure(config), flush_on_task_end)
-    receivers = [
+    for signal, receiver in (
         (signals.worker_init, handlers.on_worker_init),
         (signals.worker_process_init, handlers.on_child_start),
         (signals.worker_process_shutdown, handlers.on_child_exit),
         (signals.worker_shutdown, handlers.on_worker_exit),
-    ]
-    # With the lifecycle, its task_postrun receiver ends each run with the task-end wait: one
-    # receiver of that signal, not two (Celery's dispatch costs a task a few µs per receiver).
-    on_run_end = handlers.on_task_end if flush_on_task_end else None
-    if not lifecycle:
-        receivers.append((signals.task_postrun, handlers.on_task_end))
-    else:
-        signals.task_postrun.disconnect(dispatch_uid="notifier.on_task_end")
-    for signal, receiver in receivers:
+        (signals.task_postrun, handlers.on_task_end),
+    ):
         # weak=False: the receivers are bound methods of an object nothing else keeps alive.
         # dispatch_uid: installing twice replaces the first wiring instead of doubling it.
         signal.connect(receiver, weak=False, dispatch_uid=f"notifier.{receiver.__name__}")
     # Installing again with lifecycle=False (or workflows=False) turns it off.
     if lifecycle:
-        Lifecycle(channel_key, on_run_end).connect()
+        Lifecycle(channel_key).connect()
     else:
         Lifecycle.disconnect()
     if lifecycle and workflows:

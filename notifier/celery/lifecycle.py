@@ -69,20 +69,10 @@ _SIGNALS = (
 
 
 class Lifecycle:
-    """The receivers, and what they remember: when each run started in this process.
+    """The receivers, and what they remember: when each run started in this process."""
 
-    ``on_run_end``, when given, is called at the end of each run (``task_postrun``), after the
-    run has left its workflow: one receiver of that signal instead of two, since Celery's
-    dispatch to a receiver costs about as much as the receiver's own work here.
-    """
-
-    def __init__(
-        self,
-        channel_key: ChannelKey | None = None,
-        on_run_end: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, channel_key: ChannelKey | None = None) -> None:
         self.channel_key = channel_key
-        self.on_run_end = on_run_end
         # celery task id -> monotonic start of its run here
         self._started: Recent[str, float] = Recent(RECENT_MAX)
 
@@ -149,13 +139,8 @@ class Lifecycle:
         default.publish(key, "retrying", data)
 
     def on_task_success(self, sender: Any = None, result: Any = None, **_: Any) -> None:
-        request = getattr(sender, "request", None)
-        if self.channel_key is None:  # the common case: no args or kwargs to gather
-            task_id = str(getattr(request, "id", None) or "")
-            key = task_id or None
-        else:
-            task_id, args, kwargs = _request_parts(request)
-            key = self._key(sender, task_id, args, kwargs)
+        task_id, args, kwargs = _request_parts(getattr(sender, "request", None))
+        key = self._key(sender, task_id, args, kwargs)
         if key is None:
             return
         notifier = default.get_notifier()
@@ -216,13 +201,9 @@ class Lifecycle:
         kwargs: Mapping[str, Any] | None = None,
         **_: Any,
     ) -> None:
-        try:
-            key = self._key(sender, task_id, args, kwargs)
-            if key is not None:
-                default.get_notifier().integration.leave_workflow(key)
-        finally:  # the run's end comes whatever the workflow's bookkeeping did
-            if self.on_run_end is not None:
-                self.on_run_end()
+        key = self._key(sender, task_id, args, kwargs)
+        if key is not None:
+            default.get_notifier().integration.leave_workflow(key)
 
     # Helpers --------------------------------------------------------------------------------
 
