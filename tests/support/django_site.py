@@ -10,8 +10,6 @@ import os
 import subprocess
 import sys
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
@@ -22,6 +20,7 @@ from notifier.testing import free_port, wait_until
 from tasks.launcher import CHECKOUT
 
 from apps.celery_apps import ENV_BROKER
+from support.helpers import answers_http
 
 TESTS = Path(__file__).resolve().parents[1]
 SETTINGS = "apps.django_site.settings"
@@ -112,15 +111,7 @@ class SiteServer:
         return self
 
     def _answers(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"the site exited: {self.log.read_text()}")
-        try:
-            urllib.request.urlopen(self.url("/login/"), timeout=1).close()
-        except urllib.error.HTTPError:
-            return True
-        except OSError:
-            return False
-        return True
+        return answers_http(self.url("/login/"), self.process, self.log, "the site")
 
     def url(self, path: str, scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{path}"

@@ -6,8 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,8 @@ from httpx_sse import ServerSentEvent, connect_sse
 
 from notifier import NotifierConfig, load_config
 from notifier.testing import RedisServer, free_port, wait_until
+
+from support.helpers import answers_http
 
 SECRET = "test-gateway-secret-0123456789abcdef"  # 36 characters: no test output may show it
 HISTORY = {"enabled": True, "maxlen": 1000, "ttl_seconds": 600}
@@ -77,15 +77,7 @@ class GatewayProcess:
         return self
 
     def _answers(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"gateway exited: {self.log.read_text()}")
-        try:
-            urllib.request.urlopen(self.url("/tasks/probe/last"), timeout=1).close()
-        except urllib.error.HTTPError:
-            return True  # it answers (401, 404 ...)
-        except OSError:
-            return False
-        return True
+        return answers_http(self.url("/tasks/probe/last"), self.process, self.log, "gateway")
 
     def url(self, path: str, scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{path}"

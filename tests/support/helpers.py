@@ -6,6 +6,8 @@ import os
 import secrets
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -102,3 +104,17 @@ def postgres_schema() -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def answers_http(url: str, process: subprocess.Popen[Any] | None, log: Path, what: str) -> bool:
+    """Whether the server at ``url`` answers HTTP at all (an error status is an answer: it is
+    up); RuntimeError with its log when its process has exited instead."""
+    if process is not None and process.poll() is not None:
+        raise RuntimeError(f"{what} exited: {log.read_text()}")
+    try:
+        urllib.request.urlopen(url, timeout=1).close()
+    except urllib.error.HTTPError:
+        return True  # it answers (401, 404 ...)
+    except OSError:
+        return False
+    return True
