@@ -169,19 +169,23 @@ def test_a_full_queue_refuses_or_evicts_a_dispatch_as_it_does_an_event(
         redis_server.url, queue={"maxsize": 2, "batch_size": 2, "overflow": "drop_oldest"}
     )
     recorder = Recorder()
-    gate = threading.Event()
+    sending, gate = threading.Event(), threading.Event()
 
-    class Waits(Note):
+    class Stalls(Note):
         __slots__ = ()
 
         async def send(self, resources: Resources) -> None:
-            await asyncio.to_thread(gate.wait, 10)
+            if self.number == 0:
+                # Holds the notifier thread's whole loop, not only this send: nothing more is
+                # taken from the queue until the gate opens, so the queue fills up for certain.
+                sending.set()
+                gate.wait(10)
             self.recorder.sent.append(self.number)
 
-    assert notifier.integration.dispatch("k", Waits(recorder, 0))
-    wait_until(lambda: notifier.stats()["queue_size"] == 0, 10)  # taken, now waiting on gate
+    assert notifier.integration.dispatch("k", Stalls(recorder, 0))
+    assert sending.wait(10)  # taken, and the loop stopped in its send
     for i in range(1, 5):
-        assert notifier.integration.dispatch("k", Waits(recorder, i))
+        assert notifier.integration.dispatch("k", Stalls(recorder, i))
     gate.set()
     assert notifier.flush(10)
     assert [0, 3, 4] == recorder.sent
