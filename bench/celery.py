@@ -47,7 +47,8 @@ from celery import Celery
 from notifier.testing import RedisServer
 from tasks.launcher import WorkerProcess, client
 
-RESULTS = Path(__file__).resolve().parent / "results"
+CHECKOUT = Path(__file__).resolve().parent.parent
+RESULTS = CHECKOUT / "bench" / "results"
 WORKLOADS = {"trivial": ("bench.add", [2, 3]), "10ms": ("bench.sleep", [0.01])}
 KINDS = ("bare", "events", "install")
 SETTLE_STEP = 0.15  # how often the worker's CPU is read while it settles after a batch
@@ -119,17 +120,32 @@ class Worker:
             env["PYTHONPATH"] = str(shadow)
         extra = ["-E"] if kind == "events" else []
         self.process = WorkerProcess(
-            env, app="bench.celery_app", pool=pool, concurrency=1, extra=extra
+            env,
+            app="bench.celery_app",
+            pool=pool,
+            concurrency=1,
+            extra=extra,
+            # `python -m celery` imports from its working directory first: the baseline's runs
+            # in the shadow, so that its notifier is the baseline's, not this checkout's.
+            cwd=env["PYTHONPATH"] if kind == "baseline" else None,
         )
+        self.expected = Path(env.get("PYTHONPATH", str(CHECKOUT))) / "notifier"
         self.process.args[self.process.args.index("--loglevel") + 1] = args.loglevel
-        if kind == "baseline":  # WorkerProcess puts this checkout first: the shadow goes before
-            path = self.process.env["PYTHONPATH"].split(":")
-            self.process.env["PYTHONPATH"] = ":".join([env["PYTHONPATH"], *path])
+        if kind == "baseline":  # the shadow first, then this checkout (bench/, tasks/)
+            self.process.env["PYTHONPATH"] = f"{env['PYTHONPATH']}:{CHECKOUT}"
         self.app: Celery = client(broker)
         self.ignore_results = args.no_results
 
     def start(self) -> None:
         self.process.start()
+        if self.kind in ("bare", "events"):
+            return
+        line = next((x for x in self.process.lines if x.startswith("bench_notifier_imported")), "")
+        if not line:
+            raise SystemExit(f"{self.kind}: the worker did not say which notifier it imported")
+        imported = Path(line.split(" ", 1)[1].strip()).resolve().parent
+        if imported != self.expected.resolve():
+            raise SystemExit(f"{self.kind}: the worker imported {imported}, not {self.expected}")
 
     def stop(self) -> None:
         self.process.stop()

@@ -31,6 +31,8 @@ if os.environ.get("BENCH_NOTIFIER") == "1":
     import notifier.celery
 
     notifier.celery.install(app)
+    # The bench checks that each worker runs the notifier it means to measure (--baseline).
+    print(f"bench_notifier_imported {os.path.dirname(notifier.celery.__file__)}", flush=True)
 
 
 @after_setup_logger.connect

@@ -42,8 +42,12 @@ class WorkerProcess:
         max_tasks_per_child: int | None = None,
         extra: Sequence[str] = (),
         report_file: str | None = None,
+        cwd: str | None = None,
     ) -> None:
         self.name = f"worker-{uuid.uuid4().hex[:8]}"
+        # `python -m celery` puts its working directory first on sys.path, before PYTHONPATH: a
+        # worker that must import a package from elsewhere runs in a directory of its own.
+        self.cwd = cwd
         self.queue = (
             self.name
         )  # its own queue: other workers on the same broker never take its tasks
@@ -71,6 +75,7 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             self.args,
             env=self.env,
+            cwd=self.cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
