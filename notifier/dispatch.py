@@ -100,16 +100,26 @@ class Dispatcher:
     """Sends the dispatches the notifier thread took, one at a time in the order taken, on a
     task of its own beside the Redis batches."""
 
-    def __init__(self, config: NotifierConfig, ledger: Ledger, log: Logger) -> None:
+    def __init__(
+        self,
+        config: NotifierConfig,
+        ledger: Ledger,
+        log: Logger,
+        hold: Callable[[int], None],
+    ) -> None:
         self.config = config
         self.ledger = ledger
         self.log = log
+        # hold(+n) when dispatches are taken, hold(-n) when they are settled or given up: each
+        # holds a place in the bounded queue meanwhile (Outbox.held).
+        self.hold = hold
         self.resources = Resources(log)
         self._queue: deque[Dispatch] = deque()
         self._task: asyncio.Task[None] | None = None
 
     def take(self, dispatch: Dispatch) -> None:
         """Queue ``dispatch`` to be sent; called from the notifier thread's loop."""
+        self.hold(1)
         self._queue.append(dispatch)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -122,8 +132,9 @@ class Dispatcher:
     async def close(self) -> None:
         """Stop sending (what was not settled is the ledger's to count as dropped), then close
         the resources. At the thread's end, after the count."""
-        self._queue.clear()
         await cancel_and_wait(self._task)
+        self.hold(-len(self._queue))
+        self._queue.clear()
         await self.resources.close()
 
     async def _run(self) -> None:
@@ -131,6 +142,7 @@ class Dispatcher:
         while queue:
             await self._deliver(queue[0])
             queue.popleft()
+            self.hold(-1)
 
     async def _deliver(self, dispatch: Dispatch) -> None:
         """Send one dispatch until it is settled: published, or dropped for good."""

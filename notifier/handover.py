@@ -70,7 +70,9 @@ class Handover:
             except Closed:
                 accepted, report = False, ledger.reject(CLOSED)
             except Full:
-                accepted = self._overflow_oldest
+                # drop_oldest evicts a waiting event; a dispatch the notifier thread took holds
+                # its place until it is settled, and is never evicted.
+                accepted = self._overflow_oldest and outbox.size() > 0
                 if accepted:
                     report = self._evict_oldest(outbox)
                     outbox.put(item)  # room is certain: every put holds ledger.lock
@@ -106,8 +108,9 @@ class Handover:
         return False
 
     def _evict_oldest(self, outbox: Outbox) -> dict[str, int] | None:
-        """Make room for one event by dropping the oldest waiting one. Called with ledger.lock."""
-        task_id, data = outbox.evict()  # Full: it holds maxsize events, at least one
+        """Make room for one event by dropping the oldest waiting one. Called with ledger.lock,
+        when one waits."""
+        task_id, data = outbox.evict()
         if isinstance(data, Slot):
             self._coalescer.take(task_id, data)  # no later progress may go into it
         return self._ledger.lose(EVICTED)

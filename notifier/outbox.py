@@ -3,10 +3,11 @@
 Callers append events to a deque under the ledger's lock, which they hold anyway to count them;
 the notifier thread takes them in bulk under the same lock. A janus queue is the doorbell: the
 one thing that crosses from a caller's thread into the notifier's event loop. A caller rings it
-only when the notifier thread has said it is going to sleep on it; while events flow, the thread
-polls (``sender``) and nobody rings. So an event costs its caller one lock and an append, and
-the notifier thread one pop, where a janus put and get would each take janus's own lock on top
-of the ledger's.
+only when the notifier thread has said it is going to sleep on it. While events flow, the thread
+dozes instead (``sender``): it looks again after ``queue.linger`` by itself, and only a full
+batch or ``nudge()`` -- a caller about to wait for its events, ``flush()`` -- rings it sooner.
+So an event costs its caller one lock and an append, and the notifier thread one pop, where a
+janus put and get would each take janus's own lock on top of the ledger's.
 
 ``maxsize`` bounds what waits here, not what the notifier thread has taken and not yet settled.
 """
@@ -21,6 +22,10 @@ import janus
 from notifier import native
 from notifier.batch import Item
 
+# How the notifier thread waits on the doorbell: not at all; dozing (a full batch and nudge()
+# ring); asleep (every put rings).
+AWAKE, DOZING, SLEEPING = 0, 1, 2
+
 
 class Full(Exception):
     """The buffer holds ``maxsize`` events."""
@@ -34,12 +39,17 @@ class Outbox:
     """Events handed over and not yet taken. ``put``, ``evict``, ``take`` and ``size`` are
     called with the ledger's lock held (``lock``); the rest take it themselves."""
 
-    def __init__(self, maxsize: int, lock: Any) -> None:
+    def __init__(self, maxsize: int, lock: Any, burst: int) -> None:
         self.maxsize = maxsize
+        # As many events as the notifier thread sends at once: a dozing thread is woken for them.
+        self.burst = burst
         self._lock = lock
         self._items: deque[Item] = deque()
         self._closed = False
-        self._sleeping = False  # the notifier thread waits on the doorbell: ring it
+        # Dispatches the notifier thread took and has not settled (notifier.dispatch): they
+        # count against maxsize, so that a dispatch that retries cannot let the queue grow.
+        self.held = 0
+        self._waiting = AWAKE  # how the notifier thread waits on the doorbell, if it does
         self._bell: janus.Queue[None] | None = None
 
     # Callers, with the lock ---------------------------------------------------------------
@@ -49,15 +59,16 @@ class Outbox:
         if self._closed:
             raise Closed
         items = self._items
-        if len(items) >= self.maxsize:
+        if len(items) + self.held >= self.maxsize:
             raise Full
         items.append(item)
-        if self._sleeping:
-            self._sleeping = False
+        waiting = self._waiting
+        if waiting == SLEEPING or (waiting == DOZING and len(items) >= self.burst):
+            self._waiting = AWAKE
             self._ring()
 
     def evict(self) -> Item:
-        """Remove the oldest event, to make room for a newer one (after Full: there is one)."""
+        """Remove the oldest waiting event, to make room for a newer one (one waits)."""
         return self._items.popleft()
 
     def size(self) -> int:
@@ -65,11 +76,19 @@ class Outbox:
 
     # Any thread ---------------------------------------------------------------------------
 
+    def nudge(self) -> None:
+        """Wake a dozing notifier thread now if events wait: a caller is about to wait for them."""
+        with self._lock:
+            if self._waiting == AWAKE or not self._items:
+                return
+            self._waiting = AWAKE
+            self._ring()
+
     def close(self) -> None:
         """Refuse new events; the notifier thread takes what is here, then stops."""
         with self._lock:
             self._closed = True
-            self._sleeping = False
+            self._waiting = AWAKE
             bell = self._bell
         if bell is not None:
             bell.shutdown()  # thread-safe: wakes the notifier thread if it waits
@@ -97,34 +116,35 @@ class Outbox:
             taken = [pop() for _ in range(limit)]
         return taken, self._closed and not items
 
-    async def wait(self) -> None:
-        """Until a caller puts an event, or the buffer is closed. The caller bounds it with
-        its own timeout."""
+    async def wait(self, doze: bool = False) -> None:
+        """Until a caller puts an event, or the buffer is closed. With ``doze``, events gather
+        instead: until a caller nudges it, ``burst`` events wait or it is closed. The caller
+        bounds it with its own timeout."""
         bell = self._bell
         if bell is None:
             raise RuntimeError("Outbox.open() was not called")
         with self._lock:
-            if self._items or self._closed:
+            if self._closed or len(self._items) >= (self.burst if doze else 1):
                 return
             while True:  # a ring that came after the last wait timed out: not for this one
                 try:
                     bell.async_q.get_nowait()
                 except (janus.AsyncQueueEmpty, janus.AsyncQueueShutDown):
                     break
-            self._sleeping = True
+            self._waiting = DOZING if doze else SLEEPING
         try:
             await bell.async_q.get()
         except janus.AsyncQueueShutDown:
             pass
         finally:
             with self._lock:
-                self._sleeping = False
+                self._waiting = AWAKE
 
     def discard(self) -> None:
         """Close for good and empty the buffer (the ledger counts what was in it as pending)."""
         with self._lock:
             self._closed = True
-            self._sleeping = False
+            self._waiting = AWAKE
             self._items.clear()
         if self._bell is not None:
             self._bell.close()

@@ -106,7 +106,9 @@ class Notifier:
                     "(supported: the notifier runs on a real thread there) or an unpatched process"
                 )
             seams.starting(self)  # optional parts attach here (health: notifier.health)
-            outbox = Outbox(self.config.queue.maxsize, self._ledger.lock)
+            outbox = Outbox(
+                self.config.queue.maxsize, self._ledger.lock, self.config.queue.batch_size
+            )
             sender = Sender(self.config, self._ledger, self._coalescer, outbox, self._log)
             sender.tick_listeners = self._heartbeat_listeners
             thread = native.Thread(target=sender.run, name="notifier")
@@ -217,6 +219,7 @@ class Notifier:
     def _flush(self, timeout: float) -> bool:
         if self._pid != os.getpid():
             return True  # a forked child has accepted nothing yet
+        self._nudge()
         return self._ledger.wait_settled(timeout)
 
     async def aflush(self, timeout: float = 5.0) -> bool:
@@ -224,7 +227,14 @@ class Notifier:
         blocking the loop."""
         if self._pid != os.getpid():
             return True  # a forked child has accepted nothing yet
+        self._nudge()
         return await wait_woken(self._ledger.when_settled, timeout)
+
+    def _nudge(self) -> None:
+        """A dozing notifier thread looks at its outbox now: somebody waits for its events."""
+        outbox = self._outbox
+        if outbox is not None:
+            outbox.nudge()
 
     def __enter__(self) -> Self:
         self.start()

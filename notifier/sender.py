@@ -27,9 +27,8 @@ from notifier.outbox import Outbox
 from notifier.topology.routers import make_router
 from notifier.workflows.steps import Member, Step
 
-# While events flow, how often the sender looks at the outbox, and for how long after the last
-# event it keeps looking before it waits on its doorbell instead (see Sender._pump).
-POLL_INTERVAL = 0.001
+# How long after the last event the sender keeps dozing (queue.linger) before it sleeps on its
+# doorbell instead (see Sender._pump).
 ACTIVE_WINDOW = 0.1
 
 
@@ -50,6 +49,7 @@ class Sender:
         self.coalescer = coalescer
         interval = config.queue.progress_interval
         self._gate = Gate(interval) if interval > 0 else None
+        self._linger = config.queue.linger
         self.log = log
         self.ready = native.Event()
         # Called on the notifier thread with the loop's lag at every heartbeat (health snapshots).
@@ -58,7 +58,7 @@ class Sender:
         self._main: asyncio.Task[None] | None = None
         self.router = make_router(config, ledger, log)
         # Messages for other systems (notifier.dispatch), sent beside the Redis batches.
-        self.dispatcher = Dispatcher(config, ledger, log)
+        self.dispatcher = Dispatcher(config, ledger, log, self._hold)
 
     # Thread entry point and the hand-over points used from other threads ----------------------
 
@@ -125,12 +125,14 @@ class Sender:
     async def _pump(self) -> None:
         """Take batches from the outbox and deliver them, until it is closed and empty.
 
-        While events are flowing the sender polls the outbox every POLL_INTERVAL instead of
-        waiting on it: a waiting consumer makes every put() wake this loop through its self-pipe
-        (a system call and a thread wake-up, several microseconds on the caller's side for each
-        event). Polling moves that cost to this thread, once per interval, and lets events
-        gather into batches. After ACTIVE_WINDOW without events it waits on the outbox's
-        doorbell again, so an idle process costs nothing.
+        While events flow, the sender sends at most one batch per ``queue.linger`` and dozes in
+        between: the events of the interval gather into the next batch. Each wake-up of a thread
+        costs tens of microseconds of CPU on a virtual machine, and a sleeping sender would be
+        woken by every put() (through its loop's self-pipe), so one wake-up and one round trip
+        for many events is most of what publishing saves. A dozing sender is woken early only by
+        a full batch or by a caller about to wait for its events (``flush()``, ``Outbox.nudge``).
+        After ACTIVE_WINDOW without events it sleeps on the outbox's doorbell, which any put()
+        rings: an idle process costs nothing, and the first event after a quiet spell goes at once.
         """
         loop = asyncio.get_running_loop()
         await self.router.probe()  # connect now, not at the first event: health shows it early
@@ -145,26 +147,33 @@ class Sender:
                     return  # closed, drained, nothing held, every dispatch settled
                 if taken:  # dispatches only
                     last_event = loop.time()
-                if loop.time() - last_event < ACTIVE_WINDOW:
-                    await asyncio.sleep(POLL_INTERVAL)
-                else:
-                    await self._wait()
+                dozing = self._linger > 0 and loop.time() - last_event < ACTIVE_WINDOW
+                await self._wait(self._linger if dozing else None)
                 continue
-            last_event = loop.time()
+            last_event = sent = loop.time()
             await self._deliver(batch)
+            # The next batch gathers for the rest of the interval.
+            await self._wait(self._linger - (loop.time() - sent))
 
-    async def _wait(self) -> None:
-        """Wait for the next event, for up to a heartbeat interval (then check the connection)
-        or until the first held progress slot falls due."""
+    async def _wait(self, linger: float | None) -> None:
+        """Doze for up to ``linger`` seconds, or with None sleep until the next event for up to a
+        heartbeat interval (then check the connection); either way no later than the first held
+        progress slot falls due."""
+        doze = linger is not None
+        if linger is None:
+            wait = self.config.health.heartbeat_interval
+        elif linger > 0:
+            wait = linger
+        else:
+            return
         due = None if self._gate is None else self._gate.next_due()
-        wait = self.config.health.heartbeat_interval
         if due is not None:
             wait = max(0.0, min(wait, due - time.monotonic()))
         try:
             async with asyncio.timeout(wait):
-                await self.outbox.wait()
+                await self.outbox.wait(doze)
         except TimeoutError:
-            if due is None:
+            if due is None and not doze:
                 await self.router.probe()
 
     def _admit(self, taken: list[Item], drain: bool) -> list[Outgoing]:
@@ -228,6 +237,11 @@ class Sender:
             pending = result.retry
             await asyncio.sleep(self.config.reconnect.delay(attempt))
             attempt += 1
+
+    def _hold(self, count: int) -> None:
+        """Dispatches taken (count > 0) or settled hold their places in the outbox meanwhile."""
+        with self.ledger.lock:
+            self.outbox.held += count
 
     def _drop_remaining(self, reason: str) -> None:
         """Close the outbox and count what was never delivered. Runs once, at the end."""

@@ -78,6 +78,7 @@ class QueueConfig(Table):
     overflow: Overflow = setting("drop_newest", one_of("drop_newest", "drop_oldest"))
     max_event_bytes: int = setting(65_536, EVENT_BYTES)
     progress_interval: float = setting(0.1, NON_NEGATIVE)
+    linger: float = setting(0.01, NON_NEGATIVE)
 
     @classmethod
     def fill_defaults(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -88,6 +89,8 @@ class QueueConfig(Table):
         return values
 
     def check_table(self) -> None:
+        if self.linger > 1.0:
+            self.fail("linger", f"must be at most 1 second, got {self.linger}")
         if self.batch_size > self.maxsize:
             self.fail(
                 "batch_size",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -12,6 +13,7 @@ from datetime import datetime
 import pytest
 
 from notifier import Notifier
+from notifier.outbox import SLEEPING
 from notifier.testing import EventCollector, RedisServer, wait_until
 
 from support.helpers import assert_invariant
@@ -160,8 +162,60 @@ def test_an_event_after_an_idle_spell_wakes_the_sleeping_notifier_thread(
     n.start()
     for round in range(3):
         # White-box: the outbox says when its thread waits on the doorbell (notifier.outbox).
-        wait_until(lambda: n._outbox is not None and n._outbox._sleeping, 30)
+        wait_until(lambda: n._outbox is not None and n._outbox._waiting == SLEEPING, 30)
         assert n.publish_progress("idle", round)
         collector.wait_for(round + 1, timeout=20)  # a lost ring would wait for the heartbeat
     assert [0, 1, 2] == [e["data"]["progress"] for e in collector.events]
+    assert_invariant(n.stats())
+
+
+def _lingering(notifier: Notifier) -> None:
+    """Publish one event to a sleeping notifier thread and wait until it is in Redis: the thread
+    then dozes for the rest of its queue.linger, and what is published next waits for it."""
+    wait_until(lambda: notifier._outbox is not None and notifier._outbox._waiting == SLEEPING, 30)
+    assert notifier.publish_progress("first", 0)
+    assert notifier.flush(20)
+
+
+def test_events_that_flow_wait_for_the_linger_and_go_in_one_batch(
+    redis_server: RedisServer,
+    notifier_factory: Callable[..., Notifier],
+    collector: EventCollector,
+) -> None:
+    """With events flowing, the notifier thread sends at most one batch per queue.linger: events
+    published meanwhile wait for the end of the interval (a lower bound, which load only makes
+    longer), then arrive together."""
+    n = notifier_factory(redis_server.url, queue={"linger": 1.0, "progress_interval": 0.0})
+    n.start()
+    _lingering(n)
+    sent = time.monotonic()
+    for i in range(5):
+        assert n.publish_progress("later", i)
+    events = collector.wait_for(6, timeout=20)
+    assert time.monotonic() - sent >= 0.5  # not sent at once: the linger held them
+    assert [0, 0, 1, 2, 3, 4] == [e["data"]["progress"] for e in events]
+    assert_invariant(n.stats())
+
+
+def test_a_flush_or_a_full_batch_wakes_a_lingering_notifier_thread(
+    redis_server: RedisServer,
+    notifier_factory: Callable[..., Notifier],
+    collector: EventCollector,
+) -> None:
+    """A caller about to wait for its events, or a full batch, does not wait for the linger (1 s
+    here, the most there is: without the early wake-up each step would time out)."""
+    n = notifier_factory(
+        redis_server.url,
+        queue={"linger": 1.0, "batch_size": 10, "progress_interval": 0.0},
+        health={"heartbeat_interval": 3600.0, "stale_after": 3600.0},
+    )
+    n.start()
+    _lingering(n)
+    assert n.publish_progress("flushed", 1)
+    assert n.flush(20)  # nudged: sent now, not at the end of the linger
+    collector.wait_for(2, timeout=20)
+    for i in range(10):  # a full batch rings the dozing thread
+        assert n.publish_progress("burst", i)
+    events = collector.wait_for(12, timeout=0.9)
+    assert list(range(10)) == [e["data"]["progress"] for e in events[2:]]
     assert_invariant(n.stats())

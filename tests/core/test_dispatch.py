@@ -164,7 +164,8 @@ def test_a_hanging_dispatch_times_out_and_is_sent_again(
 def test_a_full_queue_refuses_or_evicts_a_dispatch_as_it_does_an_event(
     redis_server: RedisServer, notifier_factory: Callable[..., Notifier]
 ) -> None:
-    """drop_oldest evicts a waiting dispatch for a newer one, counted as evicted."""
+    """drop_oldest evicts a waiting dispatch for a newer one, counted as evicted; the dispatch
+    being sent holds its place in the queue meanwhile, and is never evicted."""
     notifier = notifier_factory(
         redis_server.url, queue={"maxsize": 2, "batch_size": 2, "overflow": "drop_oldest"}
     )
@@ -188,10 +189,44 @@ def test_a_full_queue_refuses_or_evicts_a_dispatch_as_it_does_an_event(
         assert notifier.integration.dispatch("k", Stalls(recorder, i))
     gate.set()
     assert notifier.flush(10)
-    assert [0, 3, 4] == recorder.sent
+    assert [0, 4] == recorder.sent  # maxsize 2: the one in its send, and the newest
     stats = notifier.stats()
-    assert {"evicted": 2} == stats["dropped_by_reason"]
+    assert {"evicted": 3} == stats["dropped_by_reason"]
     assert_invariant(stats)
+
+
+def test_dispatches_that_retry_keep_their_places_in_the_bounded_queue(
+    redis_server: RedisServer, notifier_factory: Callable[..., Notifier]
+) -> None:
+    """While a dispatch retries, the notifier thread goes on taking the next ones from the queue;
+    each holds its place there until it is settled, so queue.maxsize still bounds what waits
+    (without that, every call would be accepted into the dispatcher's own list)."""
+    notifier = notifier_factory(redis_server.url, queue={"maxsize": 3, "batch_size": 3})
+    recorder = Recorder()
+    gate = threading.Event()
+
+    class RetriesUntilTheGateOpens(Note):
+        __slots__ = ()
+
+        async def send(self, resources: Resources) -> None:
+            if not gate.is_set():
+                raise Retry("the other system is down")
+            self.recorder.sent.append(self.number)
+
+    accepted = []
+    for i in range(6):
+        if notifier.integration.dispatch("k", RetriesUntilTheGateOpens(recorder, i)):
+            accepted.append(i)
+            # Taken from the queue by the notifier thread before the next call.
+            wait_until(lambda: 0 == notifier.stats()["queue_size"], 10)
+    assert [0, 1, 2] == accepted
+    assert {"queue_full": 3} == notifier.stats()["dropped_by_reason"]
+    gate.set()
+    assert notifier.flush(20)
+    assert [0, 1, 2] == recorder.sent
+    assert notifier.integration.dispatch("k", RetriesUntilTheGateOpens(recorder, 6))  # room again
+    assert notifier.flush(20)
+    assert_invariant(notifier.stats())
 
 
 def test_a_forked_child_sends_its_own_dispatches_and_never_its_parents(

@@ -493,6 +493,7 @@ KEYS: dict[str, Key] = {
     "queue.overflow": Key(lambda v: v in ("drop_newest", "drop_oldest")),
     "queue.max_event_bytes": Key(lambda v: type(v) is int and 4096 <= v <= 512 * 2**20),
     "queue.progress_interval": Key(lambda v: _number(v) and v >= 0),
+    "queue.linger": Key(lambda v: _number(v) and 0 <= v <= 1),
     "reconnect.initial_backoff": Key(
         lambda v: _positive(v) and v <= DEFAULT_MAX_BACKOFF, "reconnect.max_backoff"
     ),

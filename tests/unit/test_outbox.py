@@ -27,7 +27,7 @@ def take(outbox: Outbox, lock: threading.Lock, limit: int) -> tuple[list[Item], 
 def test_take_returns_the_events_oldest_first() -> None:
     """What callers put comes out in the order they put it, and the buffer is then empty."""
     lock = threading.Lock()
-    outbox = Outbox(10, lock)
+    outbox = Outbox(10, lock, burst=10)
     put(outbox, lock, ("t1", b"a"), ("t2", b"b"), ("t1", b"c"))
     assert ([("t1", b"a"), ("t2", b"b"), ("t1", b"c")], False) == take(outbox, lock, 10)
     assert 0 == outbox.size()
@@ -36,7 +36,7 @@ def test_take_returns_the_events_oldest_first() -> None:
 def test_take_takes_at_most_its_limit_and_leaves_the_rest_in_order() -> None:
     """A take bounded by ``limit`` leaves the newer events waiting, oldest first."""
     lock = threading.Lock()
-    outbox = Outbox(10, lock)
+    outbox = Outbox(10, lock, burst=10)
     put(outbox, lock, *[("t", b"%d" % i) for i in range(5)])
     assert ([("t", b"0"), ("t", b"1")], False) == take(outbox, lock, 2)
     assert ([("t", b"2"), ("t", b"3"), ("t", b"4")], False) == take(outbox, lock, 10)
@@ -45,7 +45,7 @@ def test_take_takes_at_most_its_limit_and_leaves_the_rest_in_order() -> None:
 def test_a_full_buffer_refuses_the_next_event() -> None:
     """At ``maxsize`` events, put raises Full and the buffer keeps what it had."""
     lock = threading.Lock()
-    outbox = Outbox(2, lock)
+    outbox = Outbox(2, lock, burst=2)
     put(outbox, lock, ("t", b"1"), ("t", b"2"))
     with pytest.raises(Full):
         put(outbox, lock, ("t", b"3"))
@@ -55,7 +55,7 @@ def test_a_full_buffer_refuses_the_next_event() -> None:
 def test_evict_makes_room_by_removing_the_oldest_event() -> None:
     """After Full, evicting hands back the oldest event, and a newer one fits in its place."""
     lock = threading.Lock()
-    outbox = Outbox(2, lock)
+    outbox = Outbox(2, lock, burst=2)
     put(outbox, lock, ("t", b"1"), ("t", b"2"))
     with lock:
         assert ("t", b"1") == outbox.evict()
@@ -66,7 +66,7 @@ def test_evict_makes_room_by_removing_the_oldest_event() -> None:
 def test_a_closed_buffer_refuses_new_events_and_hands_over_what_it_holds() -> None:
     """After close, put raises Closed; take still returns what was there, then says it is done."""
     lock = threading.Lock()
-    outbox = Outbox(10, lock)
+    outbox = Outbox(10, lock, burst=10)
     put(outbox, lock, ("t", b"1"), ("t", b"2"))
     outbox.close()
     with pytest.raises(Closed):
@@ -78,7 +78,7 @@ def test_a_closed_buffer_refuses_new_events_and_hands_over_what_it_holds() -> No
 def test_discard_empties_the_buffer_and_closes_it_for_good() -> None:
     """Discarded events are gone, and no new event is accepted."""
     lock = threading.Lock()
-    outbox = Outbox(10, lock)
+    outbox = Outbox(10, lock, burst=10)
     put(outbox, lock, ("t", b"1"))
     outbox.discard()
     assert 0 == outbox.size()
@@ -89,7 +89,7 @@ def test_discard_empties_the_buffer_and_closes_it_for_good() -> None:
 def test_wait_returns_at_once_when_events_are_already_there() -> None:
     """The notifier thread never sleeps on the doorbell while events wait to be taken."""
     lock = threading.Lock()
-    outbox = Outbox(10, lock)
+    outbox = Outbox(10, lock, burst=10)
 
     async def main() -> None:
         outbox.open()
@@ -102,7 +102,7 @@ def test_wait_returns_at_once_when_events_are_already_there() -> None:
 def test_a_put_from_another_thread_wakes_the_waiting_notifier_thread() -> None:
     """A caller's put rings the doorbell the notifier thread sleeps on: no lost wake-up."""
     lock = threading.Lock()
-    outbox = Outbox(10, lock)
+    outbox = Outbox(10, lock, burst=10)
 
     async def main() -> None:
         outbox.open()
@@ -121,7 +121,7 @@ def test_a_put_from_another_thread_wakes_the_waiting_notifier_thread() -> None:
 def test_close_from_another_thread_wakes_the_waiting_notifier_thread() -> None:
     """Closing ends a wait on an empty buffer, so the notifier thread can stop."""
     lock = threading.Lock()
-    outbox = Outbox(10, lock)
+    outbox = Outbox(10, lock, burst=10)
 
     async def main() -> None:
         outbox.open()
@@ -141,7 +141,7 @@ def test_a_ring_left_by_an_abandoned_wait_does_not_end_the_next_one() -> None:
     """A ring that came after a wait gave up is drained: the next wait on an empty buffer
     sleeps until its own event."""
     lock = threading.Lock()
-    outbox = Outbox(10, lock)
+    outbox = Outbox(10, lock, burst=10)
 
     async def main() -> None:
         outbox.open()
@@ -160,6 +160,6 @@ def test_a_ring_left_by_an_abandoned_wait_does_not_end_the_next_one() -> None:
 
 def test_wait_before_open_is_a_mistake() -> None:
     """The doorbell is made on the notifier thread first; waiting without it says so."""
-    outbox = Outbox(10, threading.Lock())
+    outbox = Outbox(10, threading.Lock(), burst=10)
     with pytest.raises(RuntimeError, match="open"):
         asyncio.run(outbox.wait())
