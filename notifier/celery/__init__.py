@@ -5,11 +5,14 @@ What it does, per pool:
 - prefork: each child starts its own notifier in ``worker_process_init`` (the thread starts in
   milliseconds; the Redis connection is made in the background, so Celery's 4 s limit on child
   start-up is never at risk). A child that exits normally -- ``worker_max_tasks_per_child``
-  recycling, warm shutdown -- drains in ``worker_process_shutdown``. Celery does not guarantee that
-  signal (a child killed by a signal never sends it), so each task also waits, when it ends, for
-  its own notifications to reach Redis: one round trip while Redis is reachable, no wait at all
-  while it is known to be unreachable, and at most TASK_END_FLUSH_TIMEOUT while an outage is
-  still being detected (until the next publish or connect times out).
+  recycling, warm shutdown -- drains in ``worker_process_shutdown``. A task's end does not wait
+  for its events: the notifier thread sends them within ``queue.linger``, with the events of the
+  tasks around it, one wake-up and one round trip for many tasks. The task after which the child
+  exits (its ``worker_max_tasks_per_child``-th) waits for them as well, in case the exit signal
+  does not come. With ``flush_on_task_end=True`` every task waits: one round trip while Redis is
+  reachable, no wait at all while it is known to be unreachable, and at most
+  TASK_END_FLUSH_TIMEOUT while an outage is still being detected (until the next publish or
+  connect times out).
 - solo, threads and gevent: the worker process itself publishes; it drains in
   ``worker_shutdown``. Under gevent the notifier thread is a real OS thread with its own loop,
   never a greenlet on the worker's hub, and the task-end wait lets the other greenlets run
@@ -46,7 +49,7 @@ def install(
     *,
     lifecycle: bool = True,
     channel_key: ChannelKey | None = None,
-    flush_on_task_end: bool = True,
+    flush_on_task_end: bool = False,
     workflows: bool = True,
 ) -> None:
     """Wire the default notifier into ``app``'s workers.
@@ -60,6 +63,11 @@ def install(
     chain, a group, a chord) also gets a workflow channel (``notifier.workflows``):
     :func:`workflow_id` of what its ``apply_async`` returned names it. ``workflows=False``
     leaves them out; it is the process that applies a canvas that decides.
+    ``flush_on_task_end=True``: every task waits, when it ends, until its events are in Redis
+    (one round trip each), instead of only the last task of a child that is going to exit. It
+    closes the window (``queue.linger`` and a round trip after each task's end) in which a child
+    killed by a signal takes the events it still holds with it; by default the spool closes it
+    for the lifecycle's events.
     """
     handlers = _Handlers(default.configure(config), flush_on_task_end)
     for signal, receiver in (
@@ -87,8 +95,15 @@ class _Handlers:
     def __init__(self, config: NotifierConfig, flush_on_task_end: bool) -> None:
         self.config = config
         self.flush_on_task_end = flush_on_task_end
+        # The worker's worker_max_tasks_per_child (set in the main process, before the pool
+        # forks), and how many tasks this process has ended: the last one before a recycling
+        # waits for its events.
+        self.max_tasks_per_child = 0
+        self.tasks_ended = 0
 
     def on_worker_init(self, sender: Any = None, **_: Any) -> None:
+        limit = getattr(sender, "max_tasks_per_child", None)
+        self.max_tasks_per_child = limit if isinstance(limit, int) and limit > 0 else 0
         pool = pool_name(getattr(sender, "pool_cls", None))
         if pool in UNSUPPORTED_POOLS:
             # Signal.send() swallows Exceptions; SystemExit stops the worker with this message.
@@ -104,6 +119,7 @@ class _Handlers:
             health.ensure_endpoint(self.config)
 
     def on_child_start(self, **_: Any) -> None:
+        self.tasks_ended = 0
         default.get_notifier().start()
 
     def on_child_exit(self, **_: Any) -> None:
@@ -113,8 +129,9 @@ class _Handlers:
         default.shutdown()
 
     def on_task_end(self, **_: Any) -> None:
-        if not self.flush_on_task_end:
-            return
+        self.tasks_ended += 1
+        if not self.flush_on_task_end and self.tasks_ended != self.max_tasks_per_child:
+            return  # sent within queue.linger, with the next tasks' events
         notifier = default.get_notifier()
         if notifier.integration.connected:  # no snapshot of the counters under their lock
             notifier.flush(TASK_END_FLUSH_TIMEOUT)
