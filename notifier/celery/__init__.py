@@ -66,8 +66,7 @@ def install(
     ``flush_on_task_end=True``: every task waits, when it ends, until its events are in Redis
     (one round trip each), instead of only the last task of a child that is going to exit. It
     closes the window (``queue.linger`` and a round trip after each task's end) in which a child
-    killed by a signal takes the events it still holds with it; by default the spool closes it
-    for the lifecycle's events.
+    killed by a signal takes the events it still holds with it.
     """
     handlers = _Handlers(default.configure(config), flush_on_task_end)
     for signal, receiver in (
