@@ -50,6 +50,7 @@ class Outbox:
         # count against maxsize, so that a dispatch that retries cannot let the queue grow.
         self.held = 0
         self._waiting = AWAKE  # how the notifier thread waits on the doorbell, if it does
+        self._nudged = False  # nudged while busy: the next doze is skipped
         self._bell: janus.Queue[None] | None = None
 
     # Callers, with the lock ---------------------------------------------------------------
@@ -77,9 +78,13 @@ class Outbox:
     # Any thread ---------------------------------------------------------------------------
 
     def nudge(self) -> None:
-        """Wake a dozing notifier thread now if events wait: a caller is about to wait for them."""
+        """A caller is about to wait for the events that wait here: wake a dozing notifier thread
+        now, or have a busy one skip its next doze."""
         with self._lock:
-            if self._waiting == AWAKE or not self._items:
+            if not self._items:
+                return
+            if self._waiting == AWAKE:
+                self._nudged = True
                 return
             self._waiting = AWAKE
             self._ring()
@@ -124,7 +129,8 @@ class Outbox:
         if bell is None:
             raise RuntimeError("Outbox.open() was not called")
         with self._lock:
-            if self._closed or len(self._items) >= (self.burst if doze else 1):
+            nudged, self._nudged = self._nudged, False
+            if self._closed or nudged or len(self._items) >= (self.burst if doze else 1):
                 return
             while True:  # a ring that came after the last wait timed out: not for this one
                 try:

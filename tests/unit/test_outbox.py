@@ -158,6 +158,40 @@ def test_a_ring_left_by_an_abandoned_wait_does_not_end_the_next_one() -> None:
     asyncio.run(main())
 
 
+def test_a_dozing_wait_lets_events_gather_until_a_full_batch_or_a_nudge() -> None:
+    """A dozing notifier thread is not woken by every put, only by the put that makes a full
+    batch, or by a caller about to wait for its events (nudge); a nudge while it is busy makes
+    it skip its next doze."""
+    lock = threading.Lock()
+    outbox = Outbox(10, lock, burst=3)
+
+    async def main() -> None:
+        outbox.open()
+        dozing = asyncio.create_task(outbox.wait(doze=True))
+        await asyncio.sleep(0)
+        put(outbox, lock, ("t", b"1"), ("t", b"2"))  # not a full batch: no ring
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(dozing), 0.1)
+        put(outbox, lock, ("t", b"3"))  # a full batch rings
+        await asyncio.wait_for(dozing, 5)
+        take(outbox, lock, 10)
+
+        dozing = asyncio.create_task(outbox.wait(doze=True))
+        await asyncio.sleep(0)
+        put(outbox, lock, ("t", b"4"))
+        nudger = threading.Thread(target=outbox.nudge)
+        nudger.start()
+        nudger.join()
+        await asyncio.wait_for(dozing, 5)
+
+        outbox.nudge()  # busy (not waiting): the next doze returns at once
+        await asyncio.wait_for(outbox.wait(doze=True), 5)
+        with pytest.raises(TimeoutError):  # once
+            await asyncio.wait_for(outbox.wait(doze=True), 0.1)
+
+    asyncio.run(main())
+
+
 def test_wait_before_open_is_a_mistake() -> None:
     """The doorbell is made on the notifier thread first; waiting without it says so."""
     outbox = Outbox(10, threading.Lock(), burst=10)
