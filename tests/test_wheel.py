@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,13 @@ def test_the_wheel_ships_the_package_data_and_no_checkout_folders(artifacts: Art
     top_level = {name.split("/", 1)[0] for name in names if ".dist-info/" not in name}
     assert {"notifier"} == top_level
     assert [] == [n for n in names if "/tests/" in n or "/tasks/" in n]
+
+
+def test_the_sdist_carries_the_changelog_readme_and_licence(artifacts: Artifacts) -> None:
+    """What a packager reads beside the code is in the sdist (the changelog needs MANIFEST.in)."""
+    with tarfile.open(artifacts.sdist) as sdist:
+        names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    assert {"CHANGELOG.md", "README.md", "LICENSE", "pyproject.toml"} <= names
 
 
 def test_the_wheel_runs_alone_in_a_fresh_venv(
