@@ -5,7 +5,9 @@
 ``application``: Django's own ASGI handler, or Channels' ``ProtocolTypeRouter`` around it.
 ``<prefix>/token/...`` stays Django's: the token view (``notifier.django.urls``, included at the
 same prefix) answers there. The
-lifespan is answered here, so neither Django nor Channels is asked for it. A mistake in
+lifespan is answered here, so neither Django nor Channels is asked for it: it starts the
+default notifier, and when the server stops it closes the gateway's Redis connections and
+drains the notifier without blocking the loop (``notifier.gateway.lifespan``). A mistake in
 ``settings.NOTIFIER`` raises ConfigError here, at the server's start.
 """
 
@@ -20,6 +22,7 @@ from starlette.types import ASGIApp
 from notifier.config import NotifierConfig
 from notifier.django.settings import gateway_prefix, notifier_config
 from notifier.gateway import create_app
+from notifier.gateway.lifespan import lifespan
 
 
 def with_gateway(
@@ -34,5 +37,6 @@ def with_gateway(
             Route(f"{prefix}/token/{{rest:path}}", application),  # the token view, Django's
             Mount(prefix, app=gateway),
             Mount("", app=application),
-        ]
+        ],
+        lifespan=lifespan,
     )

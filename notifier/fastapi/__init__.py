@@ -13,45 +13,20 @@ Needs the ``fastapi`` extra (FastAPI and the gateway's Starlette).
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.routing import Mount
 
 from notifier import default
 from notifier.config import NotifierConfig
 from notifier.exceptions import InvalidEvent
-from notifier.gateway.app import GatewayApp
+from notifier.gateway.lifespan import lifespan
 from notifier.gateway.tokens import issue_token
 
 # can_watch(request, task_id): whether the caller of ``request`` may follow ``task_id``.
 CanWatch = Callable[[Request, str], bool | Awaitable[bool]]
-
-
-@contextlib.asynccontextmanager
-async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    """Start the default notifier with ``app``; when ``app`` stops, close the gateways mounted
-    in it (a mounted app's own lifespan never runs) and drain the notifier with
-    ``notifier.ashutdown()``, whose deadline is ``shutdown.drain_timeout``."""
-    default.get_notifier().start()
-    try:
-        yield
-    finally:
-        for gateway in _mounted_gateways(app):
-            await gateway.gateway.close()
-        await default.ashutdown()
-
-
-def _mounted_gateways(app: Starlette) -> list[GatewayApp]:
-    return [
-        route.app
-        for route in app.routes
-        if isinstance(route, Mount) and isinstance(route.app, GatewayApp)
-    ]
 
 
 def task_token(

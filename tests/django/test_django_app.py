@@ -94,3 +94,38 @@ def test_the_token_view_answers_whom_the_projects_rule_allows(here: None) -> Non
         assert "report-42" == claims["sub"]
         assert 403 == client.get("/notifications/token/secret-task").status_code
         assert 400 == client.get("/notifications/token/" + "x" * 1000).status_code
+
+
+def test_the_mounted_gateway_closes_and_the_notifier_drains_when_the_server_stops(
+    here: None,
+) -> None:
+    """with_gateway answers the server's lifespan: the default notifier runs inside it, the
+    gateway serves (and so holds a Redis connection), and on leaving it both are closed."""
+    import asyncio
+
+    import httpx
+    from django.core.asgi import get_asgi_application
+
+    from notifier.django import token_for
+    from notifier.django.asgi import with_gateway
+    from notifier.gateway.lifespan import mounted_gateways
+
+    app = with_gateway(get_asgi_application())
+    (gateway,) = mounted_gateways(app)
+
+    async def run() -> int:
+        async with app.router.lifespan_context(app):
+            running = notifier.get_notifier()
+            assert running.stats()["thread_alive"]
+            assert notifier.publish_progress("report-7", 50)
+            assert await notifier.aflush(10)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://site") as client:
+                token = token_for("report-7")["token"]
+                last = await client.get(f"/notifications/tasks/report-7/last?token={token}")
+            assert gateway.gateway._hub is not None  # made at first use
+        assert not running.stats()["thread_alive"]
+        assert gateway.gateway._hub is None
+        return last.status_code
+
+    assert 200 == asyncio.run(run())
