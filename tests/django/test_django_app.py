@@ -106,10 +106,12 @@ def test_the_mounted_gateway_closes_and_the_notifier_drains_when_the_server_stop
     import httpx
     from django.core.asgi import get_asgi_application
 
-    from notifier.django import token_for
+    from notifier.django import notifier_config, token_for
     from notifier.django.asgi import with_gateway
     from notifier.gateway.lifespan import mounted_gateways
 
+    # What the app's ready() did at set-up; another test in this process may have changed it.
+    notifier.configure(notifier_config())
     app = with_gateway(get_asgi_application())
     (gateway,) = mounted_gateways(app)
 
