@@ -4,8 +4,8 @@ kills itself, and ``lc.own_end``, which publishes its run's terminal event itsel
 
 The app is configured as the tests' apps are (apps.celery_apps: the broker is the test's
 Redis); the notifier the usual way ($NOTIFIER_CONFIG, $NOTIFIER_REDIS_URL). $LIFECYCLE_MODE picks
-how the notifier is installed: "default", "off" (lifecycle=False) or "keyed" (a channel_key that
-uses the first argument).
+how the notifier is installed: "default", "off" (lifecycle=False), "keyed" (a channel_key that
+uses the first argument) or "strict" (flush_on_task_end=True).
 The tasks use Redis directly, only to tell the test what they are doing (a key per task id).
 """
 
@@ -41,6 +41,7 @@ notifier.celery.install(
     None,
     lifecycle=MODE != "off",
     channel_key=first_argument if MODE == "keyed" else None,
+    flush_on_task_end=MODE == "strict",
 )
 _marks = redis.Redis.from_url(broker_url())
 
@@ -79,6 +80,11 @@ def die(self: Any) -> None:
     notifier.flush(30)
     mark(self.request.id, "dying")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task(name="lc.die_now")
+def die_now() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)  # at once: nothing of this run's is flushed
 
 
 @app.task(name="lc.hang", bind=True, time_limit=1)

@@ -239,6 +239,20 @@ def test_a_recycled_child_per_task_ends_every_run(redis: RedisServer, tmp_path: 
         assert ["started", "completed"] == w.history(task_id)
 
 
+def test_flush_on_task_end_keeps_the_last_run_when_the_child_dies_right_after(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """flush_on_task_end=True: each task's events are in Redis before its result goes to the
+    worker, so a child killed at the very start of the next task (a millisecond later) still
+    leaves the previous run's completed. (By default that completed may still be queued in the
+    child, within queue.linger, and die with it: docs/celery.md.)"""
+    with Worker(redis, tmp_path, "strict", concurrency=1) as w:
+        before = w.send("lc.ok", 7)
+        killed = w.send("lc.die_now")  # the same child takes it right after
+        assert "WorkerLostError" == w.until_end(killed)[-1]["data"]["error_type"]
+        assert ["started", "completed"] == w.history(before)
+
+
 def test_a_runs_own_terminal_event_is_its_only_one_even_first_in_its_child(
     redis: RedisServer, tmp_path: Path
 ) -> None:
