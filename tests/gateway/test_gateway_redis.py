@@ -220,13 +220,18 @@ def test_thousands_of_distinct_tasks_coming_and_going_leave_nothing_behind(
 ) -> None:
     """On a single node (Sentinel's replies are the same): after 1,500 distinct tasks' streams
     open and close, the hub, its pub/sub connection and the front door hold nothing for any of
-    them, and another 1,500 leave this process's traced memory where the first left it."""
+    them, and further batches of 1,500 leave this process's traced memory where the first left
+    it. A leak grows the total by every batch; a one-off (a table of the server's or the
+X
+    two batches after the first, the smaller growth must stay within the slack."""
     served, run = in_process_gateway, new_task("churn")
     _come_and_go(served, f"{run}-warm", AT_ONCE)  # imports, pools and caches filled first
     tracemalloc.start()
     try:
         first = _traced_after(lambda: _come_and_go(served, f"{run}-a", DISTINCT_TASKS))
         second = _traced_after(lambda: _come_and_go(served, f"{run}-b", DISTINCT_TASKS))
+        third = _traced_after(lambda: _come_and_go(served, f"{run}-c", DISTINCT_TASKS))
     finally:
         tracemalloc.stop()
-    assert second - first < DISTINCT_TASKS * PER_TASK_SLACK, (first, second)
+    growth = min(second - first, third - second)
+    assert growth < DISTINCT_TASKS * PER_TASK_SLACK, (first, second, third)
