@@ -11,10 +11,9 @@ import pytest
 
 from notifier import default
 from notifier.celery import _Handlers
-from notifier.outbox import SLEEPING
-from notifier.testing import RedisServer, wait_until
+from notifier.testing import RedisServer
 
-from support.helpers import make_config
+from support.helpers import lingering, make_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,10 +27,7 @@ def handlers(redis_server: RedisServer, request: pytest.FixtureRequest) -> Itera
     handlers = _Handlers(config, flush_on_task_end=request.param)
     handlers.on_worker_init(sender=SimpleNamespace(max_tasks_per_child=3, pool_cls="prefork"))
     handlers.on_child_start()
-    notifier = default.get_notifier()
-    wait_until(lambda: notifier._outbox is not None and notifier._outbox._waiting == SLEEPING, 30)
-    # The first event goes at once; the thread then lingers, and the next events wait for it.
-    assert notifier.publish_progress("first", 0) and notifier.flush(20)
+    lingering(default.get_notifier())  # the next events wait for the linger
     yield handlers
     default.shutdown()
     default.configure(None)  # back to the lookup the other tests' processes start with

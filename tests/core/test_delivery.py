@@ -13,10 +13,9 @@ from datetime import datetime
 import pytest
 
 from notifier import Notifier
-from notifier.outbox import SLEEPING
-from notifier.testing import EventCollector, RedisServer, wait_until
+from notifier.testing import EventCollector, RedisServer
 
-from support.helpers import assert_invariant
+from support.helpers import assert_invariant, lingering, wait_until_asleep
 
 
 @pytest.fixture
@@ -161,20 +160,11 @@ def test_an_event_after_an_idle_spell_wakes_the_sleeping_notifier_thread(
     n = notifier_factory(redis_server.url, health=hour)
     n.start()
     for round in range(3):
-        # White-box: the outbox says when its thread waits on the doorbell (notifier.outbox).
-        wait_until(lambda: n._outbox is not None and n._outbox._waiting == SLEEPING, 30)
+        wait_until_asleep(n)
         assert n.publish_progress("idle", round)
         collector.wait_for(round + 1, timeout=20)  # a lost ring would wait for the heartbeat
     assert [0, 1, 2] == [e["data"]["progress"] for e in collector.events]
     assert_invariant(n.stats())
-
-
-def _lingering(notifier: Notifier) -> None:
-    """Publish one event to a sleeping notifier thread and wait until it is in Redis: the thread
-    then dozes for the rest of its queue.linger, and what is published next waits for it."""
-    wait_until(lambda: notifier._outbox is not None and notifier._outbox._waiting == SLEEPING, 30)
-    assert notifier.publish_progress("first", 0)
-    assert notifier.flush(20)
 
 
 def test_events_that_flow_wait_for_the_linger_and_go_in_one_batch(
@@ -187,7 +177,7 @@ def test_events_that_flow_wait_for_the_linger_and_go_in_one_batch(
     longer), then arrive together."""
     n = notifier_factory(redis_server.url, queue={"linger": 1.0, "progress_interval": 0.0})
     n.start()
-    _lingering(n)
+    lingering(n)
     sent = time.monotonic()
     for i in range(5):
         assert n.publish_progress("later", i)
@@ -210,7 +200,7 @@ def test_a_flush_or_a_full_batch_wakes_a_lingering_notifier_thread(
         health={"heartbeat_interval": 3600.0, "stale_after": 3600.0},
     )
     n.start()
-    _lingering(n)
+    lingering(n)
     assert n.publish_progress("flushed", 1)
     assert n.flush(20)  # nudged: sent now, not at the end of the linger
     collector.wait_for(2, timeout=20)

@@ -17,8 +17,10 @@ from typing import IO, Any
 import pytest
 import sqlalchemy as sa
 
-from notifier import NotifierConfig
+from notifier import Notifier, NotifierConfig
 from notifier.config import QueueConfig, ReconnectConfig, RedisConfig
+from notifier.outbox import SLEEPING
+from notifier.testing import wait_until
 
 
 def new_task(prefix: str) -> str:
@@ -62,6 +64,20 @@ def make_config(url: str, **tables: dict[str, Any]) -> NotifierConfig:
     for name, values in tables.items():
         config = replace(config, **{name: replace(getattr(config, name), **values)})
     return config
+
+
+def wait_until_asleep(notifier: Notifier) -> None:
+    """Until the notifier thread sleeps on its doorbell for want of events, so that the next put
+    rings it. White-box: the outbox says how its thread waits (notifier.outbox)."""
+    wait_until(lambda: notifier._outbox is not None and notifier._outbox._waiting == SLEEPING, 30)
+
+
+def lingering(notifier: Notifier) -> None:
+    """Publish one event to a sleeping notifier thread and wait until it is in Redis: the thread
+    then dozes for the rest of its queue.linger, and what is published next waits for it."""
+    wait_until_asleep(notifier)
+    assert notifier.publish_progress("first", 0)
+    assert notifier.flush(20)
 
 
 def assert_invariant(stats: dict[str, Any]) -> None:
