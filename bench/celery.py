@@ -53,6 +53,9 @@ WORKLOADS = {"trivial": ("bench.add", [2, 3]), "10ms": ("bench.sleep", [0.01])}
 KINDS = ("bare", "events", "install")
 SETTLE_STEP = 0.15  # how often the worker's CPU is read while it settles after a batch
 SETTLE_MAX = 3.0
+# The worker's parts, as thread_split() reads them: its main process, its pool children's main
+# threads, and their other threads (the notifier thread).
+THREAD_PARTS = ("main", "child_main", "child_other")
 
 
 def thread_cpu(pid: int) -> dict[tuple[int, int], float]:
@@ -76,7 +79,7 @@ def thread_split(
     """CPU seconds spent between two :func:`thread_cpu` reads of worker ``pid``: its main
     process, its children's main threads, and their other threads. Only threads alive at the
     second read count; one that started meanwhile counts from zero."""
-    split = {"main": 0.0, "child_main": 0.0, "child_other": 0.0}
+    split = dict.fromkeys(THREAD_PARTS, 0.0)
     for (process, thread), seconds in after.items():
         spent = max(0.0, seconds - before.get((process, thread), 0.0))
         if process == pid:
@@ -222,13 +225,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {"kinds": kinds, "sizes": sizes, "rounds": args.rounds, "runs": runs}
 
 
-FIGURES = (
-    "cpu_ms_per_task",
-    "tasks_per_s",
-    "main_us_per_task",
-    "child_main_us_per_task",
-    "child_other_us_per_task",
-)
+FIGURES = ("cpu_ms_per_task", "tasks_per_s", *(f"{part}_us_per_task" for part in THREAD_PARTS))
 RATIOS = ("cpu_ms_per_task", "tasks_per_s")  # the figures also taken as a ratio of bare's
 
 
@@ -302,12 +299,8 @@ def table(result: dict[str, Any], stats: dict[str, Any]) -> str:
         for workload, by_kind in workloads.items():
             for kind, figures in by_kind.items():
                 cpu, rate = figures["cpu_ms_per_task"], figures["tasks_per_s"]
-                parts = [
-                    f"{figures[f'{part}_us_per_task']['median']:.0f} "
-                    f"({figures[f'{part}_us_per_task']['min']:.0f}"
-                    f"-{figures[f'{part}_us_per_task']['max']:.0f})"
-                    for part in ("main", "child_main", "child_other")
-                ]
+                threads = [figures[f"{part}_us_per_task"] for part in THREAD_PARTS]
+                parts = [f"{t['median']:.0f} ({t['min']:.0f}-{t['max']:.0f})" for t in threads]
                 cut = figures.get("share")
                 notifier = (
                     f"{cut['median']:+.3f} ({cut['min']:+.3f} to {cut['max']:+.3f})"
